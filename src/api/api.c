@@ -1,0 +1,259 @@
+/*
+ * api.c - route table, authentication, role checks and HTTP metrics.
+ *
+ * Auth order for a route that needs a role: "Authorization: Bearer KEY" or
+ * "x-api-key: KEY" -> keyring lookup (in memory; no store read) -> role
+ * check. Failures answer 401 (no, unknown, revoked or expired key) or 403
+ * (role too low) in the OpenAI error shape; the key itself is never logged.
+ */
+#include "api/api.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/log.h"
+#include "obs/metrics.h"
+
+typedef struct api_route {
+    ah_http_method_t method;
+    const char *pattern;
+    ah_api_handler_fn fn;
+    ah_role_t role; /* AH_ROLE_NONE = public */
+} api_route_t;
+
+static const api_route_t routes[] = {
+    {AH_HTTP_GET, "/healthz", ah_api_healthz, AH_ROLE_NONE},
+    {AH_HTTP_GET, "/readyz", ah_api_readyz, AH_ROLE_NONE},
+    {AH_HTTP_GET, "/metrics", ah_api_metrics, AH_ROLE_NONE},
+    {AH_HTTP_POST, "/v1/keys", ah_api_keys_create, AH_ROLE_ADMIN},
+    {AH_HTTP_GET, "/v1/keys", ah_api_keys_list, AH_ROLE_ADMIN},
+    {AH_HTTP_GET, "/v1/keys/{id}", ah_api_keys_get, AH_ROLE_ADMIN},
+    {AH_HTTP_DELETE, "/v1/keys/{id}", ah_api_keys_revoke, AH_ROLE_ADMIN},
+};
+
+int ah_api_register(ah_router_t *r)
+{
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        int rc = ah_router_add(r, routes[i].method, routes[i].pattern, (void *)&routes[i],
+                               (unsigned)routes[i].role);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- metrics ---- */
+
+static ah_metric_family_t *m_requests, *m_duration;
+
+static double stat_connections(void *ud)
+{
+    ah_app_t *app = ud;
+    ah_http_server_stats_t st;
+    if (!app->server)
+        return 0;
+    ah_http_server_stats(app->server, &st);
+    return (double)st.connections;
+}
+
+static double stat_in_flight(void *ud)
+{
+    ah_app_t *app = ud;
+    ah_http_server_stats_t st;
+    if (!app->server)
+        return 0;
+    ah_http_server_stats(app->server, &st);
+    return (double)st.in_flight;
+}
+
+static double stat_rejected(void *ud)
+{
+    ah_app_t *app = ud;
+    ah_http_server_stats_t st;
+    if (!app->server)
+        return 0;
+    ah_http_server_stats(app->server, &st);
+    return (double)st.rejected_overload;
+}
+
+static double stat_keys(void *ud)
+{
+    ah_app_t *app = ud;
+    return app->keyring ? (double)ah_keyring_count(app->keyring) : 0;
+}
+
+static double stat_store_queue(void *ud)
+{
+    ah_app_t *app = ud;
+    ah_store_stats_t st;
+    if (!app->store)
+        return 0;
+    ah_store_stats(app->store, &st);
+    return (double)(st.write_queue + st.read_queue);
+}
+
+static double stat_store_batches(void *ud)
+{
+    ah_app_t *app = ud;
+    ah_store_stats_t st;
+    if (!app->store)
+        return 0;
+    ah_store_stats(app->store, &st);
+    return (double)st.batches;
+}
+
+static double stat_store_errors(void *ud)
+{
+    ah_app_t *app = ud;
+    ah_store_stats_t st;
+    if (!app->store)
+        return 0;
+    ah_store_stats(app->store, &st);
+    return (double)st.errors;
+}
+
+static double stat_ready(void *ud)
+{
+    ah_app_t *app = ud;
+    return atomic_load(&app->store_ok) && atomic_load(&app->schema_ok) &&
+           !(app->server && ah_http_server_draining(app->server));
+}
+
+int ah_api_metrics_init(ah_app_t *app)
+{
+    static const char *const req_labels[] = {"method", "route", "status"};
+    static const char *const dur_labels[] = {"method", "route"};
+    m_requests =
+        ah_metrics_counter("agenthub_http_requests_total",
+                           "HTTP requests finished, by method, route and status.", 3, req_labels);
+    m_duration = ah_metrics_histogram(
+        "agenthub_http_request_duration_seconds",
+        "Time from a complete request head to the terminal reply, by method and route.", 2,
+        dur_labels, ah_metrics_latency_buckets, AH_METRICS_LATENCY_NBUCKETS);
+    int rc = 0;
+    rc |= ah_metrics_gauge_fn("agenthub_http_connections", "Open client connections.",
+                              stat_connections, app);
+    rc |= ah_metrics_gauge_fn("agenthub_http_requests_in_flight", "Requests being handled now.",
+                              stat_in_flight, app);
+    rc |= ah_metrics_counter_fn("agenthub_http_connections_rejected_total",
+                                "Connections refused with 503 at server.max_connections.",
+                                stat_rejected, app);
+    rc |= ah_metrics_gauge_fn("agenthub_auth_keys_cached", "API keys held in the in-memory cache.",
+                              stat_keys, app);
+    rc |= ah_metrics_gauge_fn("agenthub_store_queue_depth",
+                              "Store jobs waiting for a store thread.", stat_store_queue, app);
+    rc |=
+        ah_metrics_counter_fn("agenthub_store_batches_total",
+                              "Store write transactions (group commits).", stat_store_batches, app);
+    rc |= ah_metrics_counter_fn("agenthub_store_errors_total", "Store jobs that failed.",
+                                stat_store_errors, app);
+    rc |= ah_metrics_gauge_fn("agenthub_ready", "1 when /readyz answers 200.", stat_ready, app);
+    return (!m_requests || !m_duration || rc) ? -ENOMEM : 0;
+}
+
+void ah_api_on_complete(ah_http_req_t *req, const ah_route_t *route, int status,
+                        uint64_t duration_ns, void *ud)
+{
+    (void)ud;
+    const char *method = ah_http_method_name(ah_http_req_method(req));
+    /* Unmatched paths share one label value: arbitrary paths must not create series. */
+    const char *rname = route ? route->pattern : "unmatched";
+    char st[8];
+    snprintf(st, sizeof(st), "%d", status);
+    ah_counter_inc(ah_metrics_series(m_requests, method, rname, st));
+    ah_hist_observe(ah_metrics_series(m_duration, method, rname), (double)duration_ns / 1e9);
+}
+
+void ah_api_on_worker_start(ah_loop_t *loop, int index, void *ud)
+{
+    ah_app_t *app = ud;
+    (void)index;
+    ah_metrics_thread_init();
+    if (app->keyring)
+        ah_keyring_attach(app->keyring, loop);
+}
+
+/* ---- auth and dispatch ---- */
+
+/* Extracts the presented key: "Authorization: Bearer X" or "x-api-key: X". */
+static const char *presented_key(ah_http_req_t *req, size_t *len)
+{
+    size_t n;
+    const char *v = ah_http_req_header(req, "authorization", &n);
+    if (v) {
+        if (n > 7 && strncasecmp(v, "bearer ", 7) == 0) {
+            v += 7;
+            n -= 7;
+            while (n && *v == ' ') {
+                v++;
+                n--;
+            }
+            *len = n;
+            return v;
+        }
+        *len = 0;
+        return v; /* another scheme: reported as invalid */
+    }
+    v = ah_http_req_header(req, "x-api-key", &n);
+    if (v) {
+        *len = n;
+        return v;
+    }
+    return NULL;
+}
+
+void ah_api_dispatch(ah_http_req_t *req, const ah_route_t *route, void *ud)
+{
+    ah_app_t *app = ud;
+    const api_route_t *ar = route->handler;
+    if (ar->role == AH_ROLE_NONE) {
+        ar->fn(req, app, NULL);
+        return;
+    }
+    size_t klen = 0;
+    const char *key = presented_key(req, &klen);
+    if (!key) {
+        ah_http_reply_error(req, 401, "authentication_error", "missing_api_key", NULL,
+                            "no API key: send \"Authorization: Bearer <key>\" or \"x-api-key: "
+                            "<key>\"");
+        return;
+    }
+    ah_principal_t *who = ah_arena_alloc(ah_http_req_arena(req), sizeof(*who));
+    if (!who) {
+        ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "out of memory");
+        return;
+    }
+    int rc = klen ? ah_keyring_lookup(app->keyring, key, klen, who) : -ENOENT;
+    if (rc == -EKEYEXPIRED) {
+        ah_http_reply_error(req, 401, "authentication_error", "expired_api_key", NULL,
+                            "this API key has expired: create a new one");
+        return;
+    }
+    if (rc != 0) {
+        ah_http_reply_error(req, 401, "authentication_error", "invalid_api_key", NULL,
+                            "invalid API key (unknown or revoked)");
+        return;
+    }
+    if (!ah_role_allows(who->role, ar->role)) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "this route needs role %s; key %s has role %s",
+                 ah_role_name(ar->role), who->key_id, ah_role_name(who->role));
+        ah_http_reply_error(req, 403, "permission_error", "insufficient_role", NULL, msg);
+        return;
+    }
+    ah_http_req_set_ctx(req, who);
+    ar->fn(req, app, who);
+}
+
+void ah_api_invalid(ah_http_req_t *req, int status, const char *param, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    ah_http_reply_error(req, status, "invalid_request_error",
+                        status == 422 ? "invalid_value" : "invalid_request", param, msg);
+}

@@ -1,0 +1,61 @@
+/*
+ * api.h - the HTTP API: the only layer that maps HTTP to the modules below it
+ * (DESIGN.md section 4). It owns the route table, authentication and role
+ * checks on each route, the OpenAI-shaped errors of the API, and the HTTP
+ * metrics. Handlers run on a worker's event loop and never block: store work
+ * goes through ah_store_submit and comes back to the same loop.
+ */
+#ifndef AH_API_H
+#define AH_API_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "auth/keyring.h"
+#include "core/config.h"
+#include "http/router.h"
+#include "http/server.h"
+#include "store/store.h"
+
+/* Everything a handler may need; one per process, built by `agenthub serve`. */
+typedef struct ah_app {
+    const ah_config_t *cfg;
+    ah_store_t *store;
+    ah_keyring_t *keyring;
+    ah_http_server_t *server;
+    atomic_bool store_ok;  /* last store ping succeeded (set by the health thread) */
+    atomic_bool schema_ok; /* migrations current */
+    atomic_int schema_version;
+} ah_app_t;
+
+/** A route handler: who is the authenticated caller (NULL on public routes). */
+typedef void (*ah_api_handler_fn)(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+
+/** Registers every route of the API. 0 or -errno. */
+int ah_api_register(ah_router_t *r);
+
+/** Registers the API's metric families; call once before serving. 0 or -ENOMEM. */
+int ah_api_metrics_init(ah_app_t *app);
+
+/** The server hooks (opts.dispatch, on_complete, on_worker_start; ud = the app). */
+void ah_api_dispatch(ah_http_req_t *req, const ah_route_t *route, void *ud);
+void ah_api_on_complete(ah_http_req_t *req, const ah_route_t *route, int status,
+                        uint64_t duration_ns, void *ud);
+void ah_api_on_worker_start(ah_loop_t *loop, int index, void *ud);
+
+/* Helpers for handlers. */
+
+/** Replies 400/422 style errors: invalid_request_error with param. */
+void ah_api_invalid(ah_http_req_t *req, int status, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Handlers, grouped by file. */
+void ah_api_healthz(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_readyz(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_metrics(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_keys_create(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_keys_list(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_keys_get(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_keys_revoke(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+
+#endif
