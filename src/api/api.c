@@ -27,6 +27,9 @@ static const api_route_t routes[] = {
     {AH_HTTP_GET, "/healthz", ah_api_healthz, AH_ROLE_NONE},
     {AH_HTTP_GET, "/readyz", ah_api_readyz, AH_ROLE_NONE},
     {AH_HTTP_GET, "/metrics", ah_api_metrics, AH_ROLE_NONE},
+    {AH_HTTP_POST, "/v1/chat/completions", ah_api_chat, AH_ROLE_USER},
+    {AH_HTTP_POST, "/v1/embeddings", ah_api_embeddings, AH_ROLE_USER},
+    {AH_HTTP_GET, "/v1/models", ah_api_models, AH_ROLE_VIEWER},
     {AH_HTTP_POST, "/v1/keys", ah_api_keys_create, AH_ROLE_ADMIN},
     {AH_HTTP_GET, "/v1/keys", ah_api_keys_list, AH_ROLE_ADMIN},
     {AH_HTTP_GET, "/v1/keys/{id}", ah_api_keys_get, AH_ROLE_ADMIN},
@@ -169,10 +172,21 @@ void ah_api_on_complete(ah_http_req_t *req, const ah_route_t *route, int status,
 void ah_api_on_worker_start(ah_loop_t *loop, int index, void *ud)
 {
     ah_app_t *app = ud;
-    (void)index;
     ah_metrics_thread_init();
     if (app->keyring)
         ah_keyring_attach(app->keyring, loop);
+    if (app->gateway && ah_gateway_attach(app->gateway, loop) != 0)
+        ah_log(AH_LOG_ERROR, "gateway", "cannot create the upstream client for a worker",
+               AH_LF_INT("worker", index), AH_LF_END);
+}
+
+void ah_api_on_worker_stop(ah_loop_t *loop, int index, void *ud)
+{
+    ah_app_t *app = ud;
+    (void)loop;
+    (void)index;
+    if (app->gateway)
+        ah_gateway_detach(app->gateway);
 }
 
 /* ---- auth and dispatch ---- */

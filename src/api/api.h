@@ -12,6 +12,7 @@
 #include <stdbool.h>
 
 #include "auth/keyring.h"
+#include "gateway/gateway.h"
 #include "core/config.h"
 #include "http/router.h"
 #include "http/server.h"
@@ -23,6 +24,8 @@ typedef struct ah_app {
     ah_store_t *store;
     ah_keyring_t *keyring;
     ah_http_server_t *server;
+    ah_gateway_t *gateway;
+    int64_t started_at;    /* unix seconds */
     atomic_bool store_ok;  /* last store ping succeeded (set by the health thread) */
     atomic_bool schema_ok; /* migrations current */
     atomic_int schema_version;
@@ -42,6 +45,7 @@ void ah_api_dispatch(ah_http_req_t *req, const ah_route_t *route, void *ud);
 void ah_api_on_complete(ah_http_req_t *req, const ah_route_t *route, int status,
                         uint64_t duration_ns, void *ud);
 void ah_api_on_worker_start(ah_loop_t *loop, int index, void *ud);
+void ah_api_on_worker_stop(ah_loop_t *loop, int index, void *ud);
 
 /* Helpers for handlers. */
 
@@ -56,6 +60,9 @@ void ah_api_metrics(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who
 void ah_api_keys_create(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
 void ah_api_keys_list(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
 void ah_api_keys_get(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_chat(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_embeddings(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_models(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
 void ah_api_keys_revoke(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
 
 #endif

@@ -148,7 +148,16 @@ void ah_api_keys_create(ah_http_req_t *req, ah_app_t *app, const ah_principal_t 
                                     ah_http_req_id(req));
     json_decref(in);
     if (rc == -EINVAL) {
-        ah_api_invalid(req, 422, NULL, "%s", j->u.create.error ? j->u.create.error : "invalid key");
+        /* The auth module's messages start with the field name ("role: unknown role ..."). */
+        const char *msg = j->u.create.error ? j->u.create.error : "invalid key";
+        const char *param = NULL;
+        static const char *const fields[] = {"name", "role", "tenant", "expires_at"};
+        for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
+            size_t fl = strlen(fields[f]);
+            if (strncmp(msg, fields[f], fl) == 0 && msg[fl] == ':')
+                param = strcmp(fields[f], "expires_at") == 0 ? "expires_in_days" : fields[f];
+        }
+        ah_api_invalid(req, 422, param, "%s", msg);
         free(j);
         return;
     }

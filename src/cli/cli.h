@@ -32,4 +32,12 @@ int ah_cli_keys(int argc, char **argv);
  */
 int ah_cli_load_config(const char *path, ah_config_t *out);
 
+/**
+ * `agenthub mock-llm [--listen ADDR] [--workers N] [--grace S] [--access-log]`:
+ * serves the deterministic mock model (gateway/mock.h) over HTTP in the
+ * OpenAI and Anthropic dialects with fault injection (docs/mock-llm.md).
+ * Runs until SIGTERM/SIGINT. Returns the exit code: 0, 1, or 2 for bad usage.
+ */
+int ah_cli_mock_llm(int argc, char **argv);
+
 #endif

@@ -22,6 +22,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "obs/metrics.h"
+#include "http/client.h"
 #include "obs/process.h"
 
 static void serve_usage(FILE *f)
@@ -207,6 +208,15 @@ int ah_cli_serve(int argc, char **argv)
 
     ah_metrics_init();
     ah_process_metrics_register();
+    ah_http_client_global_init();
+    app.started_at = time(NULL);
+    app.gateway = ah_gateway_new(&cfg, &err);
+    if (!app.gateway) {
+        fprintf(stderr, "agenthub serve: %s\n", err.data ? err.data : "cannot build the gateway");
+        exit_code = 2;
+        goto out;
+    }
+    ah_gateway_metrics_init(app.gateway);
     if (ah_api_metrics_init(&app) != 0)
         ah_log(AH_LOG_WARN, "metrics", "some metrics could not be registered", AH_LF_END);
 
@@ -218,16 +228,6 @@ int ah_cli_serve(int argc, char **argv)
         goto out;
     }
     health_check(&app, true);
-    if ((rc = bootstrap_admin(&app)) != 0) {
-        ah_log(AH_LOG_ERROR, "auth", "cannot create the first admin key",
-               AH_LF_STR("error", strerror(-rc)), AH_LF_END);
-        goto out;
-    }
-    app.keyring = ah_keyring_new(app.store, cfg.auth.admin_key, cfg.auth.key_cache_refresh_s);
-    if (!app.keyring || (rc = ah_keyring_start(app.keyring)) != 0) {
-        ah_log(AH_LOG_ERROR, "auth", "cannot load API keys", AH_LF_END);
-        goto out;
-    }
 
     router = ah_router_new();
     if (!router || ah_api_register(router) != 0) {
@@ -249,6 +249,7 @@ int ah_cli_serve(int argc, char **argv)
         .dispatch = ah_api_dispatch,
         .on_complete = ah_api_on_complete,
         .on_worker_start = ah_api_on_worker_start,
+        .on_worker_stop = ah_api_on_worker_stop,
         .ud = &app,
     };
     rc = ah_http_server_new(&so, &app.server, &err);
@@ -256,6 +257,17 @@ int ah_cli_serve(int argc, char **argv)
         ah_log(AH_LOG_ERROR, "http", "cannot start the HTTP server",
                AH_LF_STR("error", err.data ? err.data : strerror(-rc)), AH_LF_END);
         fprintf(stderr, "agenthub serve: %s\n", err.data ? err.data : strerror(-rc));
+        goto out;
+    }
+    /* After the bind: a server that cannot listen must not mint the first admin key. */
+    if ((rc = bootstrap_admin(&app)) != 0) {
+        ah_log(AH_LOG_ERROR, "auth", "cannot create the first admin key",
+               AH_LF_STR("error", strerror(-rc)), AH_LF_END);
+        goto out;
+    }
+    app.keyring = ah_keyring_new(app.store, cfg.auth.admin_key, cfg.auth.key_cache_refresh_s);
+    if (!app.keyring || (rc = ah_keyring_start(app.keyring)) != 0) {
+        ah_log(AH_LOG_ERROR, "auth", "cannot load API keys", AH_LF_END);
         goto out;
     }
     pthread_mutex_init(&health.mu, NULL);
@@ -319,7 +331,9 @@ out:
     ah_keyring_free(app.keyring);
     ah_http_server_free(app.server);
     ah_router_free(router);
+    ah_gateway_free(app.gateway);
     ah_store_close(app.store);
+    ah_http_client_global_cleanup();
     ah_metrics_shutdown();
     ah_config_free(&cfg);
     ah_buf_free(&err);

@@ -35,11 +35,11 @@
 
 extern char **environ;
 
-#define MAX_ERRORS       100    /* errors printed; past this, one "N more" line */
-#define MAX_KEPT         1000   /* errors kept for sorting */
-#define SECRET_FILE_MAX  65536  /* *_file contents */
-#define KEY_MAX          128    /* longer keys are reported, never matched */
-#define SUGGEST_MAX_CAND 1024   /* more candidates: no "did you mean" (cost bound) */
+#define MAX_ERRORS       100   /* errors printed; past this, one "N more" line */
+#define MAX_KEPT         1000  /* errors kept for sorting */
+#define SECRET_FILE_MAX  65536 /* *_file contents */
+#define KEY_MAX          128   /* longer keys are reported, never matched */
+#define SUGGEST_MAX_CAND 1024  /* more candidates: no "did you mean" (cost bound) */
 #define DEFAULT_FILE     "agenthub.yaml"
 
 /* ---------------------------------------------------------------- schema */
@@ -146,7 +146,8 @@ static const field_t provider_fields[] = {
 static const field_t model_fields[] = {
     {"name", T_STR, MOD(name), 0, 0, "", 0,
      "name clients send as \"model\" ([A-Za-z0-9_.:/-], not starting with agent:)"},
-    {"rpm", T_INT, MOD(rpm), 0, INT_MAX, "0", 0, "requests per minute for this model; 0 = unlimited"},
+    {"rpm", T_INT, MOD(rpm), 0, INT_MAX, "0", 0,
+     "requests per minute for this model; 0 = unlimited"},
     {"tpm", T_INT, MOD(tpm), 0, INT_MAX, "0", 0, "tokens per minute for this model; 0 = unlimited"},
     {"price.input_per_mtok", T_DBL, MOD(price.input_per_mtok), 0, 1e6, "0", 0,
      "USD per million input tokens"},
@@ -304,8 +305,8 @@ static void flush_errors(ctx_t *x)
         free(x->kept[i].text);
     }
     if (x->n_errs > MAX_ERRORS)
-        ah_buf_printf(x->errs, "%s: %d more errors not shown; fix the ones above first\n",
-                      x->file, x->n_errs - MAX_ERRORS);
+        ah_buf_printf(x->errs, "%s: %d more errors not shown; fix the ones above first\n", x->file,
+                      x->n_errs - MAX_ERRORS);
     free(x->kept);
     x->kept = NULL;
     x->n_kept = x->cap_kept = 0;
@@ -511,9 +512,8 @@ static int parse_size(const char *s, double *out)
     static const struct {
         const char *sfx;
         double mult;
-    } units[] = {{"", 1},          {"b", 1},        {"k", 1024},     {"kb", 1024},
-                 {"kib", 1024},    {"m", MiB},      {"mb", MiB},     {"mib", MiB},
-                 {"g", GiB},       {"gb", GiB},     {"gib", GiB}};
+    } units[] = {{"", 1},     {"b", 1},     {"k", 1024}, {"kb", 1024}, {"kib", 1024}, {"m", MiB},
+                 {"mb", MiB}, {"mib", MiB}, {"g", GiB},  {"gb", GiB},  {"gib", GiB}};
     for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
         if (strcasecmp(end, units[i].sfx) == 0) {
             *out = (double)v * units[i].mult;
@@ -597,23 +597,23 @@ static int apply_text(ctx_t *x, const field_t *f, void *base, const char *text, 
     case T_INT:
         bad = parse_int(text, &iv) || iv < (long long)f->min || iv > (long long)f->max;
         if (!bad)
-            *(int *)p = (int)iv;
+            memcpy(p, &(int){(int)iv}, sizeof(int));
         break;
     case T_SIZE:
         bad = parse_size(text, &dv) || dv < f->min || dv > f->max;
         if (!bad)
-            *(size_t *)p = (size_t)dv;
+            memcpy(p, &(size_t){(size_t)dv}, sizeof(size_t));
         break;
     case T_DBL:
     case T_DUR:
         bad = parse_double(text, &dv, f->type == T_DUR) || dv < f->min || dv > f->max;
         if (!bad)
-            *(double *)p = dv;
+            memcpy(p, &dv, sizeof(dv));
         break;
     case T_BOOL:
         bad = parse_bool(text, &bv);
         if (!bad)
-            *(bool *)p = bv;
+            memcpy(p, &bv, sizeof(bv));
         break;
     case T_STR:
         break;
@@ -685,8 +685,7 @@ static int expand(ctx_t *x, const char *s, size_t len, src_t src, const char *pa
                 j = len;
             }
         }
-        if (nlen == 0 || isdigit((unsigned char)s[name]) || nlen > 255 || j >= len ||
-            s[j] != '}') {
+        if (nlen == 0 || isdigit((unsigned char)s[name]) || nlen > 255 || j >= len || s[j] != '}') {
             errf(x, src, path,
                  "malformed ${...} (write ${NAME} or ${NAME:-default}; $${ for a literal \"${\")");
             return -EINVAL;
@@ -860,8 +859,7 @@ static void walk(ctx_t *x, const schema_t *s, slot_t *slots, const ah_yaml_node_
         snprintf(cand, sizeof(cand), "%s%s%s", rel, *rel ? "." : "", key);
         snprintf(path, sizeof(path), "%s%s%s", disp, *disp ? "." : "", key);
         if (!key_ok) {
-            snprintf(path, sizeof(path), "%s%s%s", disp, *disp ? "." : "",
-                     shown(kshown, pr->key));
+            snprintf(path, sizeof(path), "%s%s%s", disp, *disp ? "." : "", shown(kshown, pr->key));
             errf(x, ksrc, path, "unknown key");
             continue;
         }
@@ -1109,8 +1107,9 @@ static void load_targets(ctx_t *x, ah_config_model_t *m, item_meta_t *mm, const 
         char ipath[640];
         snprintf(ipath, sizeof(ipath), "%s[%zu]", path, i);
         if (it->kind != AH_YAML_MAP) {
-            errf(x, at(it->line), ipath, "expected a mapping like { provider: local, model: echo }, "
-                                         "got a %s",
+            errf(x, at(it->line), ipath,
+                 "expected a mapping like { provider: local, model: echo }, "
+                 "got a %s",
                  ah_yaml_kind_name(it->kind));
             tm->bad = true;
             continue;
@@ -1152,7 +1151,8 @@ static void load_providers(ctx_t *x, ah_config_t *c)
         char path[64];
         snprintf(path, sizeof(path), "providers[%zu]", i);
         if (it->kind != AH_YAML_MAP) {
-            errf(x, at(it->line), path, "expected a mapping like { name: local, type: mock }, got a %s",
+            errf(x, at(it->line), path,
+                 "expected a mapping like { name: local, type: mock }, got a %s",
                  ah_yaml_kind_name(it->kind));
             pm->bad = true;
             continue;
@@ -1416,8 +1416,8 @@ static void validate_top(ctx_t *x, ah_config_t *c)
              shown(got, c->server.listen));
     if (*c->server.metrics_listen) {
         if ((why = listen_problem(c->server.metrics_listen)))
-            errf(x, top_src(x, "server.metrics_listen"), "server.metrics_listen", "%s, got %s",
-                 why, shown(got, c->server.metrics_listen));
+            errf(x, top_src(x, "server.metrics_listen"), "server.metrics_listen", "%s, got %s", why,
+                 shown(got, c->server.metrics_listen));
         else if (strcmp(c->server.metrics_listen, c->server.listen) == 0)
             errf(x, top_src(x, "server.metrics_listen"), "server.metrics_listen",
                  "same address as server.listen (leave it empty to serve /metrics there)");
@@ -1453,8 +1453,9 @@ static void validate_top(ctx_t *x, ah_config_t *c)
         char hint[64] = "";
         if (best)
             snprintf(hint, sizeof(hint), "did you mean \"%s\"? ", best);
-        errf(x, top_src(x, "log.level"), "log.level", "unknown level %s (%sknown: debug, info, "
-                                                      "warn, error)",
+        errf(x, top_src(x, "log.level"), "log.level",
+             "unknown level %s (%sknown: debug, info, "
+             "warn, error)",
              shown(got, c->log.level), hint);
     }
     if (*c->agents_dir) {
@@ -1471,8 +1472,8 @@ static void validate_top(ctx_t *x, ah_config_t *c)
 /* A name and where it was defined, sortable; for duplicate checks and lookups. */
 typedef struct name_ref {
     const char *name;
-    size_t idx;    /* provider or model index */
-    size_t alias;  /* 0 = the name itself, k = aliases[k-1] */
+    size_t idx;   /* provider or model index */
+    size_t alias; /* 0 = the name itself, k = aliases[k-1] */
     int line;
 } name_ref_t;
 
@@ -1549,8 +1550,9 @@ static void validate_providers(ctx_t *x, ah_config_t *c, name_ref_t **refs_out, 
             char hint[64] = "";
             if (best)
                 snprintf(hint, sizeof(hint), "did you mean \"%s\"? ", best);
-            errf(x, type_src, path, "unknown provider type %s (%sknown: openai, azure, anthropic, "
-                                    "mock)",
+            errf(x, type_src, path,
+                 "unknown provider type %s (%sknown: openai, azure, anthropic, "
+                 "mock)",
                  shown(got, p->type), hint);
             continue;
         }
@@ -1865,8 +1867,7 @@ int ah_config_load(ah_config_t *c, const char *path, char **env, ah_buf_t *errs)
             continue;
         if (n < 0) {
             if (errs)
-                ah_buf_printf(errs, "%s: cannot read the config file: %s\n", path,
-                              strerror(errno));
+                ah_buf_printf(errs, "%s: cannot read the config file: %s\n", path, strerror(errno));
             rc = -EINVAL;
             break;
         }
@@ -1909,11 +1910,27 @@ int ah_config_defaults(ah_config_t *c)
 
 /* --------------------------------------------------------- dump */
 
+/*
+ * Writes s as a YAML double-quoted scalar that loads back to s: escapes,
+ * Unicode line breaks (which YAML would fold) and "${" (which the loader
+ * would expand) included.
+ */
 static int put_quoted(ah_buf_t *out, const char *s)
 {
     int rc = ah_buf_putc(out, '"');
     for (const unsigned char *p = (const unsigned char *)s; *p && !rc; p++) {
-        if (*p == '"' || *p == '\\')
+        if (p[0] == '$' && p[1] == '{' && ah_buf_putc(out, '$')) /* "$${" reads as "${" */
+            break;
+        if (p[0] == 0xC2 && p[1] == 0x85) {
+            rc = ah_buf_puts(out, "\\N");
+            p++;
+        } else if (p[0] == 0xE2 && p[1] == 0x80 && (p[2] == 0xA8 || p[2] == 0xA9)) {
+            rc = ah_buf_puts(out, p[2] == 0xA8 ? "\\L" : "\\P");
+            p += 2;
+        } else if (p[0] == 0xEF && p[1] == 0xBB && p[2] == 0xBF) {
+            rc = ah_buf_puts(out, "\\uFEFF");
+            p += 2;
+        } else if (*p == '"' || *p == '\\')
             rc = ah_buf_putc(out, '\\') || ah_buf_putc(out, (char)*p);
         else if (*p == '\n')
             rc = ah_buf_puts(out, "\\n");
@@ -1931,6 +1948,10 @@ static int put_value(ah_buf_t *out, const field_t *f, const void *base)
 {
     const char *p = (const char *)base + f->off;
     char num[64];
+    int iv;
+    size_t zv;
+    double dv;
+    bool bv;
     switch (f->type) {
     case T_STR: {
         const char *s = *(char *const *)p ? *(char *const *)p : "";
@@ -1947,15 +1968,19 @@ static int put_value(ah_buf_t *out, const field_t *f, const void *base)
         return put_quoted(out, s);
     }
     case T_INT:
-        return ah_buf_printf(out, "%d", *(const int *)p);
+        memcpy(&iv, p, sizeof(iv));
+        return ah_buf_printf(out, "%d", iv);
     case T_SIZE:
-        return ah_buf_printf(out, "%zu", *(const size_t *)p);
+        memcpy(&zv, p, sizeof(zv));
+        return ah_buf_printf(out, "%zu", zv);
     case T_DBL:
     case T_DUR:
-        fmt_num(num, sizeof(num), *(const double *)p);
+        memcpy(&dv, p, sizeof(dv));
+        fmt_num(num, sizeof(num), dv);
         return ah_buf_puts(out, num);
     case T_BOOL:
-        return ah_buf_puts(out, *(const bool *)p ? "true" : "false");
+        memcpy(&bv, p, sizeof(bv));
+        return ah_buf_puts(out, bv ? "true" : "false");
     }
     return 0;
 }
@@ -1964,8 +1989,8 @@ static int put_value(ah_buf_t *out, const field_t *f, const void *base)
  * Writes the fields of one struct as nested YAML at indent. first_prefix, when
  * not NULL, replaces the indentation of the first line ("  - " for a list item).
  */
-static int dump_fields(ah_buf_t *out, const field_t *fields, size_t n, const void *base,
-                       int indent, const char **first_prefix)
+static int dump_fields(ah_buf_t *out, const field_t *fields, size_t n, const void *base, int indent,
+                       const char **first_prefix)
 {
     const char *prev = "";
     int rc = 0;
@@ -2015,8 +2040,9 @@ static int dump_str_list(ah_buf_t *out, int indent, const char *key, char **item
 
 int ah_config_dump(const ah_config_t *c, ah_buf_t *out)
 {
-    int rc = ah_buf_printf(out, "# agenthub effective configuration (%s)\n# secrets are shown as "
-                                "\"***\"\n",
+    int rc = ah_buf_printf(out,
+                           "# agenthub effective configuration (%s)\n# secrets are shown as "
+                           "\"***\"\n",
                            c->path ? c->path : "built-in defaults");
     /* agents_dir is the last top-level row: print it after the lists. */
     rc |= dump_fields(out, top_fields, N_TOP - 1, c, 0, NULL);
@@ -2058,8 +2084,9 @@ static int reference_rows(ah_buf_t *out, const schema_t *s)
             env_name_of(env, sizeof(env), f->path, "");
         rc |= ah_buf_printf(out, "| `%s%s` | %s | `%s` | %s%s%s%s | %s%s |\n", s->prefix, f->path,
                             want, *f->def ? f->def : "\"\"", *s->prefix ? "" : "`", env,
-                            *s->prefix ? "" : "`", f->type == T_STR && !*s->prefix ? " (+`_FILE`)" : "",
-                            f->help, f->flags & F_SECRET ? " **secret**" : "");
+                            *s->prefix ? "" : "`",
+                            f->type == T_STR && !*s->prefix ? " (+`_FILE`)" : "", f->help,
+                            f->flags & F_SECRET ? " **secret**" : "");
     }
     return rc;
 }

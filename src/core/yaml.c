@@ -317,7 +317,8 @@ static int on_alias(parse_t *p, const yaml_event_t *ev)
     const anchor_t *a = anchor_find(p, name);
     if (!a)
         return fail(p, -EINVAL, line, col,
-                    "unknown alias *%s (define &%s on a complete node before using it)", name, name);
+                    "unknown alias *%s (define &%s on a complete node before using it)", name,
+                    name);
     int rc = count_node(p, a->count, &ev->start_mark);
     if (rc)
         return rc;
@@ -412,8 +413,7 @@ static int run(parse_t *p)
                       ev.data.sequence_start.tag);
             break;
         case YAML_MAPPING_START_EVENT:
-            rc = push(p, AH_YAML_MAP, &ev, ev.data.mapping_start.anchor,
-                      ev.data.mapping_start.tag);
+            rc = push(p, AH_YAML_MAP, &ev, ev.data.mapping_start.anchor, ev.data.mapping_start.tag);
             break;
         case YAML_SEQUENCE_END_EVENT:
         case YAML_MAPPING_END_EVENT:

@@ -85,7 +85,10 @@ typedef struct ah_yaml {
     struct ah_yaml_mem *mem;
 } ah_yaml_t;
 
-#define AH_YAML_INIT {NULL, NULL, 0, NULL}
+#define AH_YAML_INIT                                                                               \
+    {                                                                                              \
+        NULL, NULL, 0, NULL                                                                        \
+    }
 
 /**
  * Parses len bytes of text (need not be NUL-terminated) as a YAML stream.

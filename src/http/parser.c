@@ -84,12 +84,11 @@ static int parse_request_line(const char *p, size_t n, ah_http_head_t *h)
         return AH_HTTP_PARSE_BAD;
     const char *ver = sp2 + 1;
     size_t vn = n - (size_t)(ver - p);
-    if (vn != 8 || memcmp(ver, "HTTP/1.", 7) != 0) {
-        if (vn >= 5 && memcmp(ver, "HTTP/", 5) == 0)
-            return AH_HTTP_PARSE_VERSION;
+    /* HTTP-version = "HTTP/" DIGIT "." DIGIT (RFC 9112 2.3); anything else is a bad line. */
+    if (vn != 8 || memcmp(ver, "HTTP/", 5) != 0 || ver[5] < '0' || ver[5] > '9' || ver[6] != '.' ||
+        ver[7] < '0' || ver[7] > '9')
         return AH_HTTP_PARSE_BAD;
-    }
-    if (ver[7] != '0' && ver[7] != '1')
+    if (ver[5] != '1' || (ver[7] != '0' && ver[7] != '1'))
         return AH_HTTP_PARSE_VERSION;
     h->minor = ver[7] - '0';
 

@@ -301,6 +301,8 @@ static void *worker_main(void *arg)
         c = next;
     }
     access_log_flush(w);
+    if (s->o.on_worker_stop)
+        s->o.on_worker_stop(w->loop, w->index, s->o.ud);
     atomic_store(&w->finished, true);
     pthread_mutex_lock(&s->mu);
     s->n_finished++;

@@ -58,6 +58,8 @@ typedef struct ah_http_server_opts {
                         uint64_t duration_ns, void *ud);
     /* Called on each worker thread before it serves (attach caches, init metrics shards). */
     void (*on_worker_start)(ah_loop_t *loop, int index, void *ud);
+    /* Called on each worker thread after its last connection closed (release per-thread state). */
+    void (*on_worker_stop)(ah_loop_t *loop, int index, void *ud);
     void *ud;
 } ah_http_server_opts_t;
 

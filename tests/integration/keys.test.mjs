@@ -185,25 +185,30 @@ describe('/v1/keys API', () => {
     errorOf(g);
   });
 
-  test('bad bodies: 422 naming the field for schema errors, 400 for invalid JSON', async () => {
-    const cases = [
-      [{ name: 'x', role: 'user', colour: 'blue' }, 'colour'],
-      [{ name: 'x', role: 'god' }, 'role'],
-      [{ role: 'user' }, 'name'],
-      [{ name: '', role: 'user' }, 'name'],
-      [{ name: 42, role: 'user' }, 'name'],
-      [{ name: 'x', expires_in_days: -1 }, 'expires_in_days'],
-    ];
-    for (const [body, field] of cases) {
+  // A body that parses but breaks the schema is 422 with error.param naming the field.
+  for (const [what, body, field] of [
+    ['unknown field', { name: 'x', role: 'user', colour: 'blue' }, 'colour'],
+    ['unknown role', { name: 'x', role: 'god' }, 'role'],
+    ['missing name', { role: 'user' }, 'name'],
+    ['empty name', { name: '', role: 'user' }, 'name'],
+    ['name of the wrong type', { name: 42, role: 'user' }, 'name'],
+    ['negative expires_in_days', { name: 'x', expires_in_days: -1 }, 'expires_in_days'],
+    ['invalid tenant', { name: 'x', role: 'user', tenant: 'bad tenant!' }, 'tenant'],
+  ]) {
+    test(`POST /v1/keys with ${what} -> 422, param "${field}"`, async () => {
       const r = await create(body);
       assert.equal(r.status, 422, `${JSON.stringify(body)} -> ${r.status} ${r.text}`);
       const e = errorOf(r);
       assert.equal(e.type, 'invalid_request_error');
-      assert.equal(e.param, field, `param names the field for ${JSON.stringify(body)}: ${r.text}`);
-    }
-    for (const text of ['{"name": "x",', 'not json', '[1,2]']) {
+      assert.equal(e.param, field, `error.param names the field: ${r.text}`);
+      assert.match(e.message, new RegExp(field), 'the message names the field');
+    });
+  }
+
+  test('POST /v1/keys with a body that is not a JSON object -> 400', async () => {
+    for (const text of ['{"name": "x",', 'not json', '[1,2]', '']) {
       const r = await req(hub, 'POST', '/v1/keys', { body: text, headers: { 'content-type': 'application/json' } });
-      assert.ok(r.status === 400 || (text === '[1,2]' && r.status === 422), `${text} -> ${r.status} ${r.text}`);
+      assert.equal(r.status, 400, `${JSON.stringify(text)} -> ${r.status} ${r.text}`);
       assert.equal(errorOf(r).type, 'invalid_request_error');
     }
   });

@@ -408,8 +408,8 @@ static void test_var_expansion(void **state)
     assert_string_equal(c.storage.url, "sqlite://dflt-${LITERAL}-$x");
     ah_config_free(&c);
 
-    char *e = load_bad("storage:\n  url: sqlite://x\nredis:\n  url: \"redis://:${REDIS_PW}@h\"\n",
-                       env);
+    char *e =
+        load_bad("storage:\n  url: sqlite://x\nredis:\n  url: \"redis://:${REDIS_PW}@h\"\n", env);
     assert_has(e, "t.yaml:4: redis.url: environment variable REDIS_PW is not set (export it, or "
                   "give a default: ${REDIS_PW:-value})");
     free(e);
@@ -426,11 +426,16 @@ static void test_var_expansion(void **state)
 static void test_env_overrides(void **state)
 {
     (void)state;
-    char *env[] = {"AGENTHUB_SERVER_LISTEN=0.0.0.0:9999", "AGENTHUB_LOG_LEVEL=warn",
-                   "AGENTHUB_STORAGE_URL=postgres://u@db/hub", "AGENTHUB_AUTH_ADMIN_KEY=adm",
-                   "AGENTHUB_AUTH_JWT_ISSUER=iss", "AGENTHUB_AUTH_JWT_JWKS_URL=https://j",
-                   "AGENTHUB_SERVER_ACCESS_LOG=off", "AGENTHUB_SERVER_MAX_BODY_BYTES=64k",
-                   "AGENTHUB_AGENTS_DIR=/tmp", NULL};
+    char *env[] = {"AGENTHUB_SERVER_LISTEN=0.0.0.0:9999",
+                   "AGENTHUB_LOG_LEVEL=warn",
+                   "AGENTHUB_STORAGE_URL=postgres://u@db/hub",
+                   "AGENTHUB_AUTH_ADMIN_KEY=adm",
+                   "AGENTHUB_AUTH_JWT_ISSUER=iss",
+                   "AGENTHUB_AUTH_JWT_JWKS_URL=https://j",
+                   "AGENTHUB_SERVER_ACCESS_LOG=off",
+                   "AGENTHUB_SERVER_MAX_BODY_BYTES=64k",
+                   "AGENTHUB_AGENTS_DIR=/tmp",
+                   NULL};
     ah_config_t c;
     load_ok(&c, "server:\n  listen: \"127.0.0.1:1\"\nlog: { level: error }\n", env);
     assert_string_equal(c.server.listen, "0.0.0.0:9999");
@@ -564,11 +569,10 @@ static void test_missing_file_and_default_path(void **state)
 static void test_validation(void **state)
 {
     (void)state;
-    static const char *good[] = {"127.0.0.1:8080", "[::1]:8080", ":8080", "localhost:1",
-                                 "0.0.0.0:65535", "[::]:80",
-                                 "127.0.0.1:0" /* any free port */};
-    static const char *bad[] = {"8080", "::1:8080", "[::1]8080", "host:65536",
-                                "host:", "[zz]:80", "a b:80", "h:+80"};
+    static const char *good[] = {"127.0.0.1:8080", "[::1]:8080", ":8080",      "localhost:1",
+                                 "0.0.0.0:65535",  "[::]:80",    "127.0.0.1:0" /* any free port */};
+    static const char *bad[] = {"8080",  "::1:8080", "[::1]8080", "host:65536",
+                                "host:", "[zz]:80",  "a b:80",    "h:+80"};
     char yaml[256];
     ah_config_t c;
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
@@ -582,10 +586,11 @@ static void test_validation(void **state)
         assert_has(e, "t.yaml:2: server.listen: ");
         free(e);
     }
-    char *e = load_bad("log:\n  level: verbose\nstorage:\n  url: mysql://x\nredis:\n  url: http://r\n"
-                       "server:\n  metrics_listen: \"127.0.0.1:8080\"\nauth:\n  jwt:\n"
-                       "    issuer: me\nagents_dir: /nonexistent-agents\n",
-                       NULL);
+    char *e =
+        load_bad("log:\n  level: verbose\nstorage:\n  url: mysql://x\nredis:\n  url: http://r\n"
+                 "server:\n  metrics_listen: \"127.0.0.1:8080\"\nauth:\n  jwt:\n"
+                 "    issuer: me\nagents_dir: /nonexistent-agents\n",
+                 NULL);
     assert_has(e, "t.yaml:2: log.level: unknown level \"verbose\" (known: debug, info, warn, "
                   "error)");
     assert_has(e, "t.yaml:4: storage.url: unsupported URL \"mysql://x\"");
@@ -595,8 +600,7 @@ static void test_validation(void **state)
     assert_has(e, "t.yaml:12: agents_dir: cannot open \"/nonexistent-agents\"");
     assert_int_equal(count_lines(e), 6);
     free(e);
-    load_ok(&c, "storage: { url: \"sqlite://:memory:\" }\nredis: { url: redis://h:6379 }\n",
-            NULL);
+    load_ok(&c, "storage: { url: \"sqlite://:memory:\" }\nredis: { url: redis://h:6379 }\n", NULL);
     ah_config_free(&c);
     load_ok(&c, "storage: { url: \"postgresql://u@h/db\" }\n", NULL);
     ah_config_free(&c);

@@ -202,9 +202,8 @@ static void test_aliases_share_nodes(void **state)
 {
     (void)state;
     ah_yaml_t y = AH_YAML_INIT;
-    assert_int_equal(load(&y, "base: &b { k: v, n: 1 }\ncopy: *b\nkey: &s name\n*s : 2\n", NULL,
-                          NULL),
-                     0);
+    assert_int_equal(
+        load(&y, "base: &b { k: v, n: 1 }\ncopy: *b\nkey: &s name\n*s : 2\n", NULL, NULL), 0);
     const ah_yaml_node_t *r = ah_yaml_root(&y);
     assert_ptr_equal(ah_yaml_map_get(r, "base"), ah_yaml_map_get(r, "copy"));
     assert_string_equal(ah_yaml_map_get(r, "name")->str, "2");
@@ -224,13 +223,14 @@ static void test_aliases_share_nodes(void **state)
 static void test_billion_laughs(void **state)
 {
     (void)state;
-    const char *text = "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n"
-                       "b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
-                       "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
-                       "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
-                       "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n"
-                       "f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
-                       "g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n";
+    const char *text =
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n"
+        "b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+        "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+        "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
+        "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n"
+        "f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
+        "g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n";
     ah_yaml_t y = AH_YAML_INIT;
     ah_buf_t err = AH_BUF_INIT;
     assert_int_equal(load(&y, text, NULL, &err), -E2BIG);

@@ -404,6 +404,108 @@ export function rawHttp(port, bytes, { timeoutMs = 3000, until, keepOpen = false
 }
 
 /**
+ * A raw TCP connection kept open across steps (keep-alive, slow bodies,
+ * holding connections). Resolves once connected:
+ * { socket, write(bytes), text(), responses(), closed(), waitFor(pred, {timeoutMs}),
+ *   waitResponses(n, {timeoutMs}), waitClosed({timeoutMs}), close() }.
+ * waitFor resolves with the text when pred(text) is true, or rejects after
+ * timeoutMs (naming what arrived); it also resolves if pred is true at close.
+ */
+export function connect(port, { timeoutMs = 3000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host: '127.0.0.1', port });
+    const chunks = [];
+    let isClosed = false;
+    let error = null;
+    const waiters = new Set();
+    const text = () => Buffer.concat(chunks).toString('latin1');
+    const wake = () => {
+      for (const w of [...waiters]) w();
+    };
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`connect to port ${port} timed out`));
+    }, timeoutMs);
+    sock.on('data', (d) => {
+      chunks.push(d);
+      wake();
+    });
+    sock.on('close', () => {
+      isClosed = true;
+      wake();
+    });
+    sock.on('error', (e) => {
+      error = e;
+      if (!conn) {
+        clearTimeout(timer);
+        reject(e);
+      }
+    });
+    let conn = null;
+    sock.on('connect', () => {
+      clearTimeout(timer);
+      conn = {
+        socket: sock,
+        text,
+        responses: () => parseResponses(text()),
+        closed: () => isClosed,
+        error: () => error,
+        write: (b) => new Promise((res) => sock.write(b, () => res())),
+        waitFor(pred, { timeoutMs: t = 3000, message = 'data' } = {}) {
+          return new Promise((res, rej) => {
+            const check = () => {
+              if (pred(text())) {
+                done();
+                res(text());
+              } else if (isClosed) {
+                done();
+                rej(new Error(`connection closed while waiting for ${message}; got: ${JSON.stringify(text())}`));
+              }
+            };
+            const tm = setTimeout(() => {
+              done();
+              rej(new Error(`timed out after ${t} ms waiting for ${message}; got: ${JSON.stringify(text())}`));
+            }, t);
+            const done = () => {
+              clearTimeout(tm);
+              waiters.delete(check);
+            };
+            waiters.add(check);
+            check();
+          });
+        },
+        async waitResponses(n, opts = {}) {
+          await conn.waitFor((t) => parseResponses(t).length >= n, { message: `${n} response(s)`, ...opts });
+          return parseResponses(text());
+        },
+        waitClosed({ timeoutMs: t = 3000 } = {}) {
+          return new Promise((res, rej) => {
+            const check = () => {
+              if (isClosed) {
+                done();
+                res(true);
+              }
+            };
+            const tm = setTimeout(() => {
+              done();
+              rej(new Error(`connection still open after ${t} ms; got: ${JSON.stringify(text())}`));
+            }, t);
+            const done = () => {
+              clearTimeout(tm);
+              waiters.delete(check);
+            };
+            waiters.add(check);
+            check();
+          });
+        },
+        close: () => sock.destroy(),
+      };
+      resolve(conn);
+    });
+  });
+}
+
+/**
  * Splits raw HTTP/1.x response text into complete responses:
  * [{ status, reason, version, headers (lower-case keys), body }].
  * Bodies are delimited by Content-Length (or chunked); an incomplete tail is dropped.

@@ -1,0 +1,296 @@
+/*
+ * chat.c - POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models:
+ * the OpenAI-compatible face of the gateway.
+ *
+ * The handler validates the body with the scanning parser (no tree is built:
+ * the body goes upstream as the client sent it), resolves the model, and
+ * starts a gateway call whose sink writes the answer: one JSON reply, or an
+ * SSE stream ending with "data: [DONE]" (or, when the upstream broke
+ * mid-stream, an error event and no [DONE]). A client that disconnects
+ * cancels the upstream request.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "core/clock.h"
+#include "core/jscan.h"
+#include "core/log.h"
+#include "gateway/gateway.h"
+#include "obs/metrics.h"
+
+typedef struct chat_ctx {
+    ah_http_req_t *req;
+    ah_app_t *app;
+    const ah_principal_t *who;
+    ah_gw_call_t *call;
+    ah_gw_request_t gr;
+    uint64_t t0;
+    int status;
+    bool streaming; /* the SSE response has started */
+    bool ended;     /* the terminal HTTP call was made */
+} chat_ctx_t;
+
+static void add_gateway_headers(chat_ctx_t *x, const ah_gw_result_t *r)
+{
+    ah_http_req_t *req = x->req;
+    char v[32];
+    if (r->provider)
+        ah_http_req_add_header(req, "x-agenthub-provider", r->provider);
+    if (r->model)
+        ah_http_req_add_header(req, "x-agenthub-model", r->model);
+    if (r->upstream_model)
+        ah_http_req_add_header(req, "x-agenthub-upstream-model", r->upstream_model);
+    snprintf(v, sizeof(v), "%d", r->attempts);
+    ah_http_req_add_header(req, "x-agenthub-attempts", v);
+    uint64_t total = ah_mono_ns() - x->t0;
+    uint64_t over = total > r->upstream_ns ? total - r->upstream_ns : 0;
+    snprintf(v, sizeof(v), "%llu", (unsigned long long)(over / 1000));
+    ah_http_req_add_header(req, "x-agenthub-overhead-us", v);
+}
+
+static void sink_head(void *ud, const ah_gw_result_t *r)
+{
+    chat_ctx_t *x = ud;
+    x->status = r->status;
+    add_gateway_headers(x, r);
+    if (x->gr.stream && r->status == 200) {
+        ah_http_req_add_header(x->req, "Cache-Control", "no-cache");
+        ah_http_req_add_header(x->req, "X-Accel-Buffering", "no");
+        x->streaming = true;
+        ah_http_stream_start(x->req, 200, "text/event-stream");
+    }
+}
+
+static void end_stream(chat_ctx_t *x)
+{
+    if (!x->ended) {
+        x->ended = true;
+        ah_http_stream_end(x->req);
+    }
+}
+
+static void sink_data(void *ud, const char *p, size_t n)
+{
+    chat_ctx_t *x = ud;
+    if (!x->streaming) {
+        if (!x->ended) {
+            x->ended = true;
+            ah_http_reply_json(x->req, x->status, p, n);
+        }
+        return;
+    }
+    int rc = ah_http_stream_write(x->req, p, n);
+    if (rc == -ENOBUFS) {
+        /* The client reads slower than the model writes: stop paying for tokens. */
+        ah_log(AH_LOG_WARN, "gateway", "client too slow: stream cut",
+               AH_LF_STR("model", x->gr.model), AH_LF_END);
+        ah_gateway_cancel(x->call);
+        x->call = NULL;
+        end_stream(x);
+    }
+}
+
+static double cost_usd(const ah_config_model_t *m, const ah_llm_usage_t *u)
+{
+    if (!m)
+        return 0;
+    const ah_config_price_t *p = &m->price;
+    double cached_price =
+        p->cached_input_per_mtok > 0 ? p->cached_input_per_mtok : p->input_per_mtok;
+    int64_t fresh = u->prompt_tokens - u->cached_tokens;
+    if (fresh < 0)
+        fresh = 0;
+    return ((double)fresh * p->input_per_mtok + (double)u->cached_tokens * cached_price +
+            (double)u->completion_tokens * p->output_per_mtok) /
+           1e6;
+}
+
+static void account(chat_ctx_t *x, const ah_gw_result_t *r)
+{
+    ah_gateway_t *gw = x->app->gateway;
+    const char *key = x->who ? x->who->key_id : "";
+    const char *model = r->model ? r->model : x->gr.model;
+    uint64_t total = ah_mono_ns() - x->t0;
+    uint64_t over = total > r->upstream_ns ? total - r->upstream_ns : 0;
+    ah_gateway_account(gw, key, model, &r->usage, cost_usd(r->model_cfg, &r->usage), over,
+                       x->gr.stream && r->status == 200 ? r->ttft_ns : 0);
+}
+
+static void sink_done(void *ud, int rc, const ah_gw_result_t *r)
+{
+    chat_ctx_t *x = ud;
+    x->call = NULL;
+    account(x, r);
+    if (x->streaming) {
+        if (rc == 0)
+            ah_http_stream_write(x->req, "data: [DONE]\n\n", 14);
+        end_stream(x);
+    } else if (!x->ended) {
+        x->ended = true;
+        ah_http_reply_error(x->req, 502, NULL, "upstream_error", NULL, "empty upstream answer");
+    }
+}
+
+static void on_abort(void *ud)
+{
+    chat_ctx_t *x = ud;
+    if (x->call) {
+        ah_gateway_cancel(x->call);
+        x->call = NULL;
+    }
+    /* The terminal call only frees the request now. */
+    if (!x->ended) {
+        x->ended = true;
+        if (x->streaming)
+            ah_http_stream_end(x->req);
+        else
+            ah_http_reply(x->req, 499, NULL, NULL, 0);
+    }
+}
+
+static const ah_gw_sink_t sink = {sink_head, sink_data, sink_done};
+
+static void bad(ah_http_req_t *req, int status, const char *param, const char *code,
+                const char *msg)
+{
+    ah_http_reply_error(req, status, "invalid_request_error", code, param, msg);
+}
+
+/* Validates the body and fills gr. false when an error reply was sent. */
+static bool parse_request(ah_http_req_t *req, ah_gw_kind_t kind, ah_gw_request_t *gr)
+{
+    size_t n;
+    const char *body = ah_http_req_body(req, &n);
+    size_t off = 0;
+    if (n == 0) {
+        bad(req, 400, NULL, "invalid_json", "the request body is empty: send a JSON object");
+        return false;
+    }
+    if (ah_json_validate(body, n, &off) != 0) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "the request body is not valid JSON (error at byte %zu)", off);
+        bad(req, 400, NULL, "invalid_json", msg);
+        return false;
+    }
+    ah_jspan_t root, v;
+    ah_json_value(body, n, &root);
+    if (root.type != AH_JSON_OBJECT) {
+        bad(req, 400, NULL, "invalid_request", "the request body must be a JSON object");
+        return false;
+    }
+    memset(gr, 0, sizeof(*gr));
+    gr->kind = kind;
+    gr->body = body;
+    gr->len = n;
+    gr->request_id = ah_http_req_id(req);
+    if (ah_json_member(&root, "model", &v) != 0 || v.type != AH_JSON_STRING) {
+        bad(req, 400, "model", "invalid_request", "you must provide a model parameter (a string)");
+        return false;
+    }
+    ah_buf_t mb;
+    ah_buf_init(&mb, 512);
+    if (ah_json_str(&v, &mb) != 0 || mb.len == 0) {
+        ah_buf_free(&mb);
+        bad(req, 400, "model", "invalid_request", "model must be a non-empty string");
+        return false;
+    }
+    gr->model = ah_arena_strndup(ah_http_req_arena(req), mb.data, mb.len);
+    ah_buf_free(&mb);
+    if (kind == AH_GW_CHAT) {
+        if (ah_json_member(&root, "messages", &v) != 0 || v.type != AH_JSON_ARRAY ||
+            ah_json_array_len(&v) <= 0) {
+            bad(req, 400, "messages", "invalid_request",
+                "messages must be a non-empty array of messages");
+            return false;
+        }
+        if (ah_json_member(&root, "stream", &v) == 0) {
+            if (v.type != AH_JSON_TRUE && v.type != AH_JSON_FALSE && v.type != AH_JSON_NULL) {
+                bad(req, 400, "stream", "invalid_type", "stream must be a boolean");
+                return false;
+            }
+            gr->stream = v.type == AH_JSON_TRUE;
+        }
+        if (gr->stream && ah_json_path(&root, "stream_options.include_usage", &v) == 0)
+            gr->include_usage = v.type == AH_JSON_TRUE;
+    } else {
+        if (ah_json_member(&root, "input", &v) != 0 ||
+            (v.type != AH_JSON_STRING && v.type != AH_JSON_ARRAY)) {
+            bad(req, 400, "input", "invalid_request",
+                "input must be a string or an array of strings or token arrays");
+            return false;
+        }
+    }
+    return true;
+}
+
+static void start(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who, ah_gw_kind_t kind)
+{
+    chat_ctx_t *x = ah_arena_calloc(ah_http_req_arena(req), sizeof(*x));
+    if (!x) {
+        ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "out of memory");
+        return;
+    }
+    x->req = req;
+    x->app = app;
+    x->who = who;
+    x->t0 = ah_http_req_start_ns(req);
+    if (!parse_request(req, kind, &x->gr))
+        return;
+    if (!ah_gateway_model(app->gateway, x->gr.model)) {
+        char msg[400];
+        snprintf(msg, sizeof(msg),
+                 "The model `%.200s` does not exist or you do not have access to it "
+                 "(GET /v1/models lists them).",
+                 x->gr.model);
+        ah_http_reply_error(req, 404, "invalid_request_error", "model_not_found", "model", msg);
+        return;
+    }
+    int rc = ah_gateway_start(app->gateway, ah_http_req_loop(req), &x->gr, &sink, x, &x->call);
+    if (rc) {
+        ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "could not start the request");
+        return;
+    }
+    ah_http_req_on_abort(req, on_abort, x);
+}
+
+void ah_api_chat(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who)
+{
+    start(req, app, who, AH_GW_CHAT);
+}
+
+void ah_api_embeddings(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who)
+{
+    start(req, app, who, AH_GW_EMBEDDINGS);
+}
+
+void ah_api_models(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who)
+{
+    (void)who;
+    const ah_config_t *cfg = app->cfg;
+    ah_buf_t b;
+    ah_buf_init(&b, 0);
+    ah_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
+    bool first = true;
+    for (size_t i = 0; i < cfg->n_models; i++) {
+        const ah_config_model_t *m = &cfg->models[i];
+        for (size_t a = 0; a <= m->n_aliases; a++) {
+            const char *id = a == 0 ? m->name : m->aliases[a - 1];
+            ah_buf_puts(&b, first ? "{\"id\":\"" : ",{\"id\":\"");
+            first = false;
+            ah_buf_json_escape(&b, id, strlen(id));
+            ah_buf_printf(&b, "\",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"agenthub\"",
+                          (long long)app->started_at);
+            if (a > 0) {
+                ah_buf_puts(&b, ",\"alias_of\":\"");
+                ah_buf_json_escape(&b, m->name, strlen(m->name));
+                ah_buf_putc(&b, '"');
+            }
+            ah_buf_putc(&b, '}');
+        }
+    }
+    ah_buf_puts(&b, "]}");
+    ah_http_reply_json(req, 200, b.data, b.len);
+    ah_buf_free(&b);
+}
