@@ -117,6 +117,7 @@ EOF
 ah_start() {
     local conf=$1 prefix=$2
     [[ -x "$AGENTHUB_BIN" ]] || bench_die "no agenthub binary at $AGENTHUB_BIN (build it or set AGENTHUB_BIN)"
+    : >"$prefix.out" # exists before the child opens it, for the sed below
     "$AGENTHUB_BIN" serve -c "$conf" >"$prefix.out" 2>"${AH_STDERR:-$prefix.err}" &
     AH_PID=$!
     BENCH_PIDS+=("$AH_PID")

@@ -5,14 +5,21 @@
 # within 10 % of idle (no growth). All from /proc/PID/status (VmRSS, VmHWM =
 # peak RSS), where PID is the agenthub process (workers are its threads).
 #
-# The request count is exact: wrk_report.lua stops wrk after the remaining
-# number of responses (WRK_MAX_REQUESTS), in rounds sized from the measured
-# rate, until the server's own agenthub_http_requests_total for /healthz 200
-# reaches REQUESTS. RSS is sampled every 100k requests to show a trend.
+# The request count is exact: wrk_report.lua makes wrk stop after its share
+# of responses (WRK_MAX_REQUESTS); the script polls the server's own
+# agenthub_http_requests_total{route="/healthz",status="200"} every 0.2 s,
+# samples VmRSS every 100k requests, and ends wrk (SIGINT) once the share is
+# reached (wrk would otherwise sit out its -d bound).
+#
+# ROUNDS=1 sends all requests over the same CONNS keep-alive connections.
+# ROUNDS=N splits them over N wrk runs, i.e. N x CONNS connections opened and
+# closed: that also exercises per-connection allocation (and heap
+# fragmentation), which a single run does not.
 #
 # Environment knobs [defaults]:
 #   REQUESTS=1000000   /healthz requests to send
 #   CONNS=32           wrk -c
+#   ROUNDS=1           wrk runs the requests are split over (new connections each)
 #   ACCESS_LOG=true    server.access_log (stderr goes to AH_LOG_SINK)
 #   LOG_LEVEL=info     log.level
 #   WORKERS=2          server.workers
@@ -27,6 +34,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 REQUESTS=${REQUESTS:-1000000}
 CONNS=${CONNS:-32}
+ROUNDS=${ROUNDS:-1}
 ACCESS_LOG=${ACCESS_LOG:-true}
 LOG_LEVEL=${LOG_LEVEL:-info}
 WORKERS=${WORKERS:-2}
@@ -39,9 +47,16 @@ ah_write_config "$CONF" "127.0.0.1:0" "$RUN_DIR/rss.db" "$ACCESS_LOG" "$LOG_LEVE
 AH_STDERR=${AH_LOG_SINK:-/dev/null} ah_start "$CONF" "$RUN_DIR/logs/agenthub"
 URL="http://127.0.0.1:$AH_PORT/healthz"
 mib() { awk -v k="$1" 'BEGIN { printf "%.2f", k / 1024 }'; }
+# "anon X + file Y + shmem Z MiB": file = mapped binary and libraries (shared
+# with other processes), anon = heap, stacks, malloc arenas.
+rss_split() {
+    awk '$1 == "RssAnon:" { a = $2 } $1 == "RssFile:" { f = $2 } $1 == "RssShmem:" { s = $2 }
+         END { printf "anon %.2f + file %.2f + shmem %.2f MiB", a / 1024, f / 1024, s / 1024 }' "/proc/$1/status"
+}
 
 sleep 1 # let start-up allocations and the first key-cache refresh settle
 IDLE_KIB=$(bench_rss_kib "$AH_PID")
+IDLE_SPLIT=$(rss_split "$AH_PID")
 THREADS=$(awk '$1 == "Threads:" { print $2 }' "/proc/$AH_PID/status")
 bench_log "idle: VmRSS $(mib "$IDLE_KIB") MiB, $THREADS threads"
 # The one-off checks above (readyz by curl) are requests too; count from here.
@@ -50,47 +65,48 @@ BASE=$(ah_counter "$AH_PORT" /healthz)
 TREND="$RUN_DIR/rss_trend.txt"
 echo "requests VmRSS_MiB" >"$TREND"
 echo "0 $(mib "$IDLE_KIB")" >>"$TREND"
-rate=50000 # first guess, requests/s; refined after each round
-done_n=0 next_mark=$STEP t_start=$SECONDS round=0
-while ((done_n < REQUESTS)); do
-    target=$((next_mark < REQUESTS ? next_mark : REQUESTS))
-    rem=$((target - done_n))
-    secs=$((rem / rate + 2))
-    ((secs > 120)) && secs=120
-    round=$((round + 1))
-    t0=$EPOCHREALTIME
-    WRK_MAX_REQUESTS=$rem timeout $((secs + 30)) \
-        wrk -t1 -c"$CONNS" -d"${secs}s" --timeout 10s -s "$BENCH_DIR/wrk_report.lua" "$URL" \
-        >"$RUN_DIR/wrk/round$round.txt" 2>&1 || bench_die "wrk failed; see $RUN_DIR/wrk/round$round.txt"
-    now=$(($(ah_counter "$AH_PORT" /healthz) - BASE))
-    sent=$((now - done_n))
-    # wrk waits out -d even after it stopped itself, so time the responses by count.
-    if ((sent > 0)); then
-        r=$(awk -v n="$sent" -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%d", n / (b - a) }')
-        ((r > rate)) && rate=$r
-    fi
-    done_n=$now
-    if ((done_n >= next_mark || done_n >= REQUESTS)); then
-        echo "$done_n $(mib "$(bench_rss_kib "$AH_PID")")" >>"$TREND"
-        bench_log "$done_n requests: VmRSS $(mib "$(bench_rss_kib "$AH_PID")") MiB"
-        next_mark=$((next_mark + STEP))
-    fi
-    kill -0 "$AH_PID" 2>/dev/null || bench_die "agenthub died under load"
-    ((SECONDS - t_start < 900)) || bench_die "gave up after 900 s at $done_n requests"
+exec {IDLE_FD}<> <(:) # read -t on it = a sleep without a fork
+done_n=0 next_mark=$STEP t_start=$EPOCHREALTIME
+for round in $(seq 1 "$ROUNDS"); do
+    goal=$((REQUESTS * round / ROUNDS))
+    share=$((goal - done_n))
+    ((share > 0)) || continue
+    # -d is only an upper bound: 900 s covers 1e6 requests at >= 1.2k rps.
+    WRK_MAX_REQUESTS=$share wrk -t1 -c"$CONNS" -d900s --timeout 10s -s "$BENCH_DIR/wrk_report.lua" \
+        "$URL" >"$RUN_DIR/wrk/round$round.txt" 2>&1 &
+    wrk_pid=$!
+    BENCH_PIDS+=("$wrk_pid")
+    while :; do
+        read -r -t 0.2 -u "$IDLE_FD" _ || true
+        done_n=$(($(ah_counter "$AH_PORT" /healthz) - BASE))
+        while ((done_n >= next_mark && next_mark <= REQUESTS)); do
+            echo "$done_n $(mib "$(bench_rss_kib "$AH_PID")")" >>"$TREND"
+            bench_log "$done_n requests: VmRSS $(mib "$(bench_rss_kib "$AH_PID")") MiB"
+            next_mark=$((next_mark + STEP))
+        done
+        ((done_n >= goal)) && break
+        kill -0 "$AH_PID" 2>/dev/null || bench_die "agenthub died under load"
+        kill -0 "$wrk_pid" 2>/dev/null || bench_die "wrk ended early at $done_n requests; see $RUN_DIR/wrk/round$round.txt"
+    done
+    kill -INT "$wrk_pid" 2>/dev/null || true
+    wait "$wrk_pid" || true
+    bench_forget_pid "$wrk_pid"
 done
+LOAD_S=$(awk -v a="$t_start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
 sleep "$SETTLE_S"
 AFTER_KIB=$(bench_rss_kib "$AH_PID")
+AFTER_SPLIT=$(rss_split "$AH_PID")
 PEAK_KIB=$(bench_rss_kib "$AH_PID" VmHWM)
 FINAL=$(($(ah_counter "$AH_PORT" /healthz) - BASE))
 ah_stop "$AH_PID"
 
 {
-    echo "# agenthub RSS, $WORKERS workers, access_log $ACCESS_LOG, log.level $LOG_LEVEL, wrk -t1 -c$CONNS keep-alive"
+    echo "# agenthub RSS, $WORKERS workers, access_log $ACCESS_LOG, log.level $LOG_LEVEL, wrk -t1 -c$CONNS keep-alive, $ROUNDS wrk run(s), load ${LOAD_S}s"
     echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r), $("$AGENTHUB_BIN" --version 2>/dev/null | head -1 || true)"
-    awk -v i="$IDLE_KIB" -v a="$AFTER_KIB" -v p="$PEAK_KIB" -v n="$FINAL" -v s="$SETTLE_S" 'BEGIN {
-        printf "%-34s %10.2f MiB\n", "idle VmRSS", i / 1024
+    awk -v i="$IDLE_KIB" -v a="$AFTER_KIB" -v split_idle="$IDLE_SPLIT" -v split_after="$AFTER_SPLIT" -v p="$PEAK_KIB" -v n="$FINAL" -v s="$SETTLE_S" 'BEGIN {
+        printf "%-34s %10.2f MiB  (%s)\n", "idle VmRSS", i / 1024, split_idle
         printf "%-34s %10.2f MiB\n", "peak VmRSS (VmHWM) during the load", p / 1024
-        printf "%-34s %10.2f MiB  (%+.1f %% vs idle)\n", "VmRSS " s " s after " n " requests", a / 1024, 100 * (a - i) / i
+        printf "%-34s %10.2f MiB  (%+.1f %% vs idle; %s)\n", "VmRSS " s " s after " n " requests", a / 1024, 100 * (a - i) / i, split_after
         printf "\ntarget idle < 15 MB (15e6 bytes): %s\n", (i * 1024 < 15e6) ? "MET" : "NOT MET"
         printf "target after-load within 10 %% of idle: %s\n", (a <= i * 1.10) ? "MET" : "NOT MET"
     }'

@@ -50,9 +50,6 @@ typedef enum { EP_CHAT, EP_EMBEDDINGS, EP_MESSAGES } endpoint_t;
 static const char *const endpoint_path[] = {"/v1/chat/completions", "/v1/embeddings",
                                             "/v1/messages"};
 
-/* The port we listen on: identifies our accepted sockets in cut_connection. */
-static int g_listen_port;
-
 /* ---- small helpers ---- */
 
 static void reply_json_obj(ah_http_req_t *req, int status, json_t *o)
@@ -93,55 +90,6 @@ static void reply_error(ah_http_req_t *req, endpoint_t ep, int status, const cha
     }
     ah_http_reply_json(req, status, body, strlen(body));
     free(body);
-}
-
-/*
- * Cuts the client's connection at once, without the end of the response.
- * server.h has no call for this, so find our accepted socket by its peer
- * address (the request's remote, formatted as the server formats it) and
- * shut it down: the server's next write then fails and it closes the
- * connection itself. shutdown() rather than close() keeps the descriptor the
- * server owns valid. Returns 0, or -ENOENT when the socket was not found.
- */
-static int cut_connection(ah_http_req_t *req)
-{
-    const char *remote = ah_http_req_remote(req);
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return -errno;
-    int found = -ENOENT;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL && found != 0) {
-        char *end;
-        long fd = strtol(de->d_name, &end, 10);
-        if (*end || end == de->d_name || fd == dirfd(d))
-            continue;
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        if (getsockname((int)fd, (struct sockaddr *)&ss, &sl) != 0)
-            continue;
-        int lport = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
-                                             : ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        sl = sizeof(ss);
-        if (lport != g_listen_port || getpeername((int)fd, (struct sockaddr *)&ss, &sl) != 0)
-            continue;
-        char ip[INET6_ADDRSTRLEN] = "?", peer[80];
-        int port = 0;
-        if (ss.ss_family == AF_INET) {
-            const struct sockaddr_in *in4 = (const struct sockaddr_in *)&ss;
-            inet_ntop(AF_INET, &in4->sin_addr, ip, sizeof(ip));
-            port = ntohs(in4->sin_port);
-        } else if (ss.ss_family == AF_INET6) {
-            const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
-            inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
-            port = ntohs(in6->sin6_port);
-        }
-        snprintf(peer, sizeof(peer), "%s:%d", ip, port);
-        if (strcmp(peer, remote) == 0 && shutdown((int)fd, SHUT_RDWR) == 0)
-            found = 0;
-    }
-    closedir(d);
-    return found;
 }
 
 /* ---- jobs: answers that wait (latency, pacing) or stream ---- */
@@ -226,12 +174,12 @@ static void arm(job_t *j, int ms)
 static void cut_when_drained(void *ud)
 {
     job_t *j = ud;
-    j->busy = true;
-    if (!j->aborted && cut_connection(j->req) != 0)
-        ah_log(AH_LOG_WARN, "mock", "drop_after: cannot find the client socket to cut",
-               AH_LF_STR("request_id", ah_http_req_id(j->req)), AH_LF_END);
-    j->busy = false;
-    job_end(j, false);
+    if (j->aborted) {
+        job_end(j, false);
+        return;
+    }
+    ah_http_req_close(j->req); /* terminal: the connection ends without the rest */
+    job_end(j, true);
 }
 
 static void cut(job_t *j)
@@ -697,8 +645,6 @@ int ah_cli_mock_llm(int argc, char **argv)
     }
     char addr[96];
     ah_http_server_addr(srv, addr, sizeof(addr));
-    const char *colon = strrchr(addr, ':');
-    g_listen_port = colon ? (int)strtol(colon + 1, NULL, 10) : 0;
     if ((rc = ah_http_server_start(srv)) != 0) {
         ah_log(AH_LOG_ERROR, "http", "cannot start worker threads",
                AH_LF_STR("error", strerror(-rc)), AH_LF_END);

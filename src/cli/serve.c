@@ -107,11 +107,18 @@ static int bootstrap_admin(ah_app_t *app)
 
 static void banner(const ah_app_t *app, const char *addr, int workers)
 {
-    printf("agenthub %s listening on http://%s (%d workers, store %s)\n", AH_VERSION, addr, workers,
-           ah_store_backend(app->store));
-    printf("Try:\n    curl http://%s/readyz\n"
-           "    curl -H \"Authorization: Bearer $AGENTHUB_KEY\" http://%s/v1/keys\n",
-           addr, addr);
+    const ah_config_t *cfg = app->cfg;
+    printf("agenthub %s listening on http://%s (%d workers, store %s)\n", AH_VERSION, addr,
+           workers, ah_store_backend(app->store));
+    printf("Try (AGENTHUB_KEY = the admin key shown at first start, or one from `agenthub keys "
+           "create`):\n"
+           "    curl http://%s/readyz\n",
+           addr);
+    if (cfg->n_models > 0)
+        printf("    curl http://%s/v1/chat/completions -H \"Authorization: Bearer $AGENTHUB_KEY\" "
+               "\\\n         -d '{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":"
+               "\"hello\"}]}'\n",
+               addr, cfg->models[0].name);
     fflush(stdout);
 }
 

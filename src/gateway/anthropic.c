@@ -186,8 +186,11 @@ static int translate_error(int status, const json_t *error, ah_buf_t *out)
                                          : "no details");
     else if (amsg && *amsg)
         rc = ah_buf_printf(&msg, "anthropic: %s", amsg);
-    else
+    else if (status > 0)
         rc = ah_buf_printf(&msg, "anthropic returned HTTP %d%s%s", status, atype ? " " : "",
+                           atype ? atype : "");
+    else /* an error event inside a stream */
+        rc = ah_buf_printf(&msg, "anthropic ended the stream with an error%s%s", atype ? ": " : "",
                            atype ? atype : "");
     if (!rc)
         rc = write_error(out, msg.data, m->type, m->code);
@@ -973,6 +976,9 @@ int ah_anthropic_request(const json_t *openai_req, const char *upstream_model, j
 
 /* ---- response: Anthropic -> OpenAI ---- */
 
+/* Largest token count taken from an upstream (far above any real context). */
+#define AH_ANTHROPIC_MAX_TOKEN_COUNT ((int64_t)1 << 40)
+
 /* Anthropic stop_reason -> OpenAI finish_reason. */
 static const char *finish_reason(const char *stop)
 {
@@ -994,7 +1000,8 @@ static int64_t count_of(const json_t *usage, const char *key, bool *seen)
         return -1;
     *seen = true;
     json_int_t n = json_integer_value(v);
-    return n < 0 ? 0 : (int64_t)n;
+    /* Bounded so that sums cannot overflow, whatever an upstream sends. */
+    return n < 0 ? 0 : n > AH_ANTHROPIC_MAX_TOKEN_COUNT ? AH_ANTHROPIC_MAX_TOKEN_COUNT : (int64_t)n;
 }
 
 static void usage_set(ah_llm_usage_t *u, int64_t in, int64_t cache_read, int64_t cache_creation,
@@ -1454,7 +1461,8 @@ static int on_message_stop(ah_anthropic_stream_t *st, ah_buf_t *out)
                             (long long)(u.prompt_tokens + u.completion_tokens),
                             (long long)u.cached_tokens);
     }
-    st->done = true;
+    if (!rc)
+        st->done = true;
     return buf_rc(rc);
 }
 
@@ -1469,7 +1477,9 @@ int ah_anthropic_stream_event(ah_anthropic_stream_t *st, const char *event, cons
                            ? event
                            : json_string_value(json_object_get(j, "type"));
     int rc;
-    if (!json_is_object(j) || !type)
+    if (type && strcmp(type, "error") == 0)
+        rc = -EREMOTEIO; /* even when its data is unreadable, the upstream gave up */
+    else if (!json_is_object(j) || !type)
         rc = -EINVAL;
     else if (strcmp(type, "content_block_delta") == 0)
         rc = on_block_delta(st, j, out);
@@ -1483,8 +1493,6 @@ int ah_anthropic_stream_event(ah_anthropic_stream_t *st, const char *event, cons
         rc = on_message_delta(st, j, out);
     else if (strcmp(type, "message_stop") == 0)
         rc = on_message_stop(st, out);
-    else if (strcmp(type, "error") == 0)
-        rc = -EREMOTEIO;
     else
         rc = 0; /* ping and event types added after this was written */
     if (rc)

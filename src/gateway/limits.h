@@ -246,6 +246,16 @@ const char *ah_budget_period_name(ah_budget_period_t p);
  */
 void ah_budget_period_bounds(ah_budget_period_t p, int64_t now_ms, int64_t *start, int64_t *end);
 
+/** Formats ms since the epoch as "2024-06-01T00:00:00Z", or "2024-06-01" when date_only. */
+void ah_limits_utc_format(int64_t ms, bool date_only, char *out, size_t n);
+
+/**
+ * Parses a UTC time for API parameters: "2024-06-01" (*date_only = true),
+ * "2024-06-01T12:30:00Z" (seconds and a ".fff" fraction optional), or a
+ * decimal count of ms since the epoch. 0, or -EINVAL.
+ */
+int ah_limits_utc_parse(const char *s, int64_t *ms, bool *date_only);
+
 /**
  * Stops the refresher, closes Redis connections (no callback runs after
  * this) and frees lim. Every loop it was attached to must have stopped and

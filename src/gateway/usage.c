@@ -231,12 +231,15 @@ int ah_usage_record(ah_usage_t *u, const ah_usage_rec_t *rec)
         s->cap = cap;
     }
     s->rows[s->n++] = row;
+    /* Counted under the shard lock, so a drain (which subtracts after taking the rows)
+     * never sees the row before its count: the counter cannot wrap. */
+    size_t waiting = atomic_fetch_add(&u->unflushed, 1) + 1;
     pthread_mutex_unlock(&s->mu);
 
     atomic_fetch_add(&u->recorded, 1);
     ah_gauge_add(u->m_pending, 1);
     /* Exactly one recorder sees the count reach the threshold: one wakeup per batch. */
-    if (atomic_fetch_add(&u->unflushed, 1) + 1 == u->flush_rows)
+    if (waiting == u->flush_rows)
         kick(u);
     return 0;
 }

@@ -623,9 +623,12 @@ ah_http_client_t *ah_http_client_new(ah_loop_t *loop, const ah_http_client_opts_
     cl->defer_ev = event_new(cl->base, -1, 0, on_defer, cl);
     if (!cl->user_agent || !cl->multi || !cl->share || !cl->timer_ev || !cl->defer_ev)
         goto fail;
-    /* TLS sessions shared by all handles of this client: new connections resume them. */
+    /*
+     * TLS sessions shared by all handles of this client, so a new connection
+     * resumes one (the multi handle already shares DNS and connections). One
+     * thread uses the share: no lock callbacks needed.
+     */
     curl_share_setopt(cl->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-    curl_share_setopt(cl->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
     curl_multi_setopt(cl->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
     curl_multi_setopt(cl->multi, CURLMOPT_SOCKETDATA, cl);
     curl_multi_setopt(cl->multi, CURLMOPT_TIMERFUNCTION, timer_cb);

@@ -44,7 +44,7 @@ typedef enum ah_http_timeout_kind {
 } ah_http_timeout_kind_t;
 
 typedef struct ah_http_client_opts {
-    size_t max_connections;      /* connections kept open (idle + busy); 0 = 256 */
+    size_t max_connections;      /* keep-alive pool size (CURLMOPT_MAXCONNECTS); 0 = 256 */
     size_t max_host_connections; /* per host:port; 0 = no limit (over it, calls queue in curl) */
     const char *user_agent;      /* NULL = "agenthub/<version>"; copied */
     long dns_cache_s;            /* how long a resolved name is reused; 0 = 300, -1 = forever */

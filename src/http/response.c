@@ -453,6 +453,21 @@ int ah_http_stream_write(ah_http_req_t *r, const char *p, size_t n)
     return c->state == C_CLOSED ? -EPIPE : 0;
 }
 
+void ah_http_req_close(ah_http_req_t *r)
+{
+    conn_t *c = r->conn;
+    if (r->done)
+        return;
+    c->close_after = true;
+    if (c->state != C_CLOSED) {
+        ah_buf_reset(&c->out);
+        c->out_off = 0;
+    }
+    if (!r->status)
+        r->status = 499;
+    finish(r);
+}
+
 void ah_http_stream_end(ah_http_req_t *r)
 {
     conn_t *c = r->conn;

@@ -190,6 +190,13 @@ void ah_http_req_on_abort(ah_http_req_t *r, void (*cb)(void *ud), void *ud);
 /** True when the client has gone. */
 bool ah_http_req_aborted(const ah_http_req_t *r);
 
+/**
+ * Terminal: closes the connection at once without finishing the response
+ * (unsent bytes are dropped; a stream gets no last chunk). For fault
+ * injection and for giving up on a client.
+ */
+void ah_http_req_close(ah_http_req_t *r);
+
 /** The status of the response sent (0 before). */
 int ah_http_req_status(const ah_http_req_t *r);
 

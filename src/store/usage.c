@@ -25,8 +25,7 @@ static void build_multi_sql(void)
     size_t off = (size_t)snprintf(multi_sql, sizeof(multi_sql),
                                   "INSERT INTO usage (" USAGE_COLS ") VALUES ");
     for (int i = 0; i < INSERT_CHUNK; i++) {
-        int n = snprintf(multi_sql + off, sizeof(multi_sql) - off, "%s" ROW_PARAMS,
-                         i ? ", " : "");
+        int n = snprintf(multi_sql + off, sizeof(multi_sql) - off, "%s" ROW_PARAMS, i ? ", " : "");
         off += (size_t)n;
     }
 }
@@ -153,8 +152,7 @@ static int list_add(char *buf, size_t n, const char *s)
     return (w < 0 || (size_t)w >= n - len) ? -E2BIG : 0;
 }
 
-int ah_store_usage_aggregate(ah_db_t *db, const ah_usage_filter_t *f, ah_usage_agg_fn cb,
-                             void *ud)
+int ah_store_usage_aggregate(ah_db_t *db, const ah_usage_filter_t *f, ah_usage_agg_fn cb, void *ud)
 {
     if (!f || !cb || f->limit < 1 || f->limit > AH_USAGE_AGG_MAX ||
         (f->group & ~AH_USAGE_GROUP_ALL) || f->from_ms > f->to_ms)

@@ -95,8 +95,7 @@ typedef int (*ah_usage_agg_fn)(void *ud, const ah_usage_agg_t *a);
  * reported. Returns 0, cb's nonzero value when it stopped, -EINVAL (bad
  * limit or group bits, from > to), or -errno.
  */
-int ah_store_usage_aggregate(ah_db_t *db, const ah_usage_filter_t *f, ah_usage_agg_fn cb,
-                             void *ud);
+int ah_store_usage_aggregate(ah_db_t *db, const ah_usage_filter_t *f, ah_usage_agg_fn cb, void *ud);
 
 /* ---- key_limits ---- */
 
