@@ -44,6 +44,10 @@ static void add_gateway_headers(chat_ctx_t *x, const ah_gw_result_t *r)
         ah_http_req_add_header(req, "x-agenthub-upstream-model", r->upstream_model);
     snprintf(v, sizeof(v), "%d", r->attempts);
     ah_http_req_add_header(req, "x-agenthub-attempts", v);
+    if (r->retry_after_s > 0 && (r->status == 429 || r->status == 503)) {
+        snprintf(v, sizeof(v), "%.0f", r->retry_after_s < 1 ? 1 : r->retry_after_s);
+        ah_http_req_add_header(req, "Retry-After", v);
+    }
     uint64_t total = ah_mono_ns() - x->t0;
     uint64_t over = total > r->upstream_ns ? total - r->upstream_ns : 0;
     snprintf(v, sizeof(v), "%llu", (unsigned long long)(over / 1000));
@@ -248,6 +252,13 @@ static void start(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who, 
         return;
     }
     int rc = ah_gateway_start(app->gateway, ah_http_req_loop(req), &x->gr, &sink, x, &x->call);
+    if (rc == -ENOTSUP) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "model `%.200s` does not support %s", x->gr.model,
+                 kind == AH_GW_EMBEDDINGS ? "embeddings" : "chat completions");
+        ah_http_reply_error(req, 400, "invalid_request_error", "model_not_supported", "model", msg);
+        return;
+    }
     if (rc) {
         ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "could not start the request");
         return;

@@ -139,6 +139,12 @@ static const field_t provider_fields[] = {
     {"timeout_s", T_DUR, PROV(timeout_s), 0.001, 86400, "600", 0, "whole request timeout"},
     {"max_retries", T_INT, PROV(max_retries), 0, 10, "2", 0,
      "retries on 429/5xx/connect errors before falling back"},
+    {"breaker_failures", T_INT, PROV(breaker_failures), 1, 1000, "5", 0,
+     "consecutive failures that open a target's circuit breaker"},
+    {"breaker_error_rate", T_DBL, PROV(breaker_error_rate), 0.01, 1, "0.5", 0,
+     "error rate over the last 20 outcomes (at least 10) that opens the breaker"},
+    {"breaker_open_s", T_DUR, PROV(breaker_open_s), 0.01, 3600, "30", 0,
+     "time a breaker stays open before one probe request is let through"},
 };
 #define N_PROV (sizeof(provider_fields) / sizeof(provider_fields[0]))
 

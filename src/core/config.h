@@ -41,7 +41,10 @@ typedef struct ah_config_provider {
     double first_token_timeout_s;
     double timeout_s; /* total */
     int max_retries;
-    int line; /* line in the config file, for later errors (0 = not from file) */
+    int breaker_failures;      /* consecutive failures that open a target's breaker */
+    double breaker_error_rate; /* 0..1 over the recent window */
+    double breaker_open_s;     /* open time before a half-open probe */
+    int line;                  /* line in the config file, for later errors (0 = not from file) */
 } ah_config_provider_t;
 
 typedef struct ah_config_target {

@@ -210,33 +210,52 @@ static void finish_error(ah_gw_call_t *c, int status, const char *code, const ch
     sink_done(c, 0);
 }
 
+/*
+ * Every candidate failed. What the client sees (DESIGN.md section 4): the
+ * upstream's 429 stays a 429 (with its Retry-After), so clients back off;
+ * timeouts are 504; anything else the upstreams did wrong is a 502.
+ */
 static void give_up(ah_gw_call_t *c)
 {
-    if (c->last_status) {
-        finish_error(c, c->last_status, "upstream_error", c->last_err.data, c->last_err.len);
-        return;
-    }
     ah_buf_t b;
     ah_buf_init(&b, 0);
     int status;
     const char *code;
+    char msg[320];
     if (c->res.attempts == 0) {
         status = 503;
         code = "no_available_target";
+        c->res.retry_after_s = 1;
         ah_gw_error_json(&b, "server_error", code,
                          "every target of this model is unavailable (circuit breakers open); "
                          "retry later");
-    } else if (c->last_rc == -ETIMEDOUT) {
+    } else if (c->last_status == 429) {
+        finish_error(c, 429, "rate_limit_exceeded", c->last_err.data, c->last_err.len);
+        ah_buf_free(&b);
+        return;
+    } else if (c->last_status == 408 || c->last_status == 504 || c->last_rc == -ETIMEDOUT) {
         status = 504;
         code = "upstream_timeout";
         ah_gw_error_json(&b, "timeout_error", code,
-                         c->last_err.len ? c->last_err.data
-                                         : "the upstream did not answer in time");
-    } else {
+                         c->last_status ? "the upstream timed out"
+                                        : "the upstream did not answer in time");
+    } else if (c->last_status) {
+        status = 502;
+        code = "upstream_error";
+        snprintf(msg, sizeof(msg), "the upstream failed: HTTP %d from provider %s", c->last_status,
+                 c->res.provider ? c->res.provider : "?");
+        ah_gw_error_json(&b, "server_error", code, msg);
+    } else if (c->last_rc == -ECONNREFUSED || c->last_rc == -EHOSTUNREACH ||
+               c->last_rc == -ECONNRESET) {
         status = 502;
         code = "upstream_unreachable";
         ah_gw_error_json(&b, "server_error", code,
                          c->last_err.len ? c->last_err.data : "the upstream could not be reached");
+    } else {
+        status = 502;
+        code = "upstream_error";
+        ah_gw_error_json(&b, "server_error", code,
+                         c->last_err.len ? c->last_err.data : "the upstream request failed");
     }
     finish_error(c, status, code, b.data, b.len);
     ah_buf_free(&b);
@@ -420,6 +439,7 @@ static void up_done(ah_gw_call_t *c, int rc, const char *body, size_t blen, doub
         c->last_status = cst;
         c->last_rc = 0;
         c->retry_after_s = retry_after;
+        c->res.retry_after_s = retry_after;
         if (retriable_status(st)) {
             attempt_failed(c, st != 429);
             return;
@@ -633,9 +653,10 @@ static void next_candidate(ah_gw_call_t *c)
             c->ci++;
             continue;
         }
-        if (c->target && c->target->model != t->model)
-            ah_counter_inc(ah_metrics_series(c->gw->m.fallbacks, c->target->model->cfg->name,
-                                             t->model->cfg->name));
+        gw_model_t *prev = c->target ? c->target->model : c->model;
+        if (prev != t->model)
+            ah_counter_inc(
+                ah_metrics_series(c->gw->m.fallbacks, prev->cfg->name, t->model->cfg->name));
         c->target = t;
         c->tries = 0;
         attempt(c);
@@ -702,6 +723,14 @@ int ah_gateway_start(ah_gateway_t *gw, ah_loop_t *loop, const ah_gw_request_t *r
     gw_model_t *seen[MAX_CANDIDATES];
     int n_seen = 0;
     add_candidates(c, m, seen, &n_seen);
+    bool servable = false;
+    for (int i = 0; i < c->n_cand; i++)
+        if (req->kind != AH_GW_EMBEDDINGS || c->cand[i]->prov->ops->has_embeddings)
+            servable = true;
+    if (!servable) {
+        call_free(c);
+        return -ENOTSUP;
+    }
     /* The first step runs from the loop, so the caller holds the handle before any sink call. */
     timer_start(c, T_START, 0);
     if (!c->timer) {

@@ -101,7 +101,10 @@ ah_gateway_t *ah_gateway_new(const ah_config_t *cfg, ah_buf_t *err)
                               t, m->targets[t].provider);
                 goto fail;
             }
-            ah_breaker_init(&gt->breaker, NULL);
+            ah_breaker_opts_t bo = {.failures = gt->prov->cfg->breaker_failures,
+                                    .error_rate = gt->prov->cfg->breaker_error_rate,
+                                    .open_s = gt->prov->cfg->breaker_open_s};
+            ah_breaker_init(&gt->breaker, &bo);
             gm->n_targets++;
             gm->total_weight += m->targets[t].weight > 0 ? m->targets[t].weight : 1;
         }

@@ -51,6 +51,7 @@ typedef struct ah_gw_result {
     uint64_t upstream_ns;   /* time waiting on upstreams, including backoff sleeps */
     uint64_t ttft_ns;       /* start to first token (stream) or to the complete answer */
     const char *error_code; /* when status is not 2xx */
+    double retry_after_s;   /* for a 429/503 answer: seconds the client should wait (0 = none) */
     const ah_config_model_t *model_cfg; /* model that served (price table) */
 } ah_gw_result_t;
 
@@ -87,7 +88,8 @@ const ah_config_model_t *ah_gateway_model(const ah_gateway_t *gw, const char *na
  * Starts a call on the calling worker's loop. The sink runs on that loop. On
  * success *out is the call handle (valid until sink->done returns or
  * ah_gateway_cancel). Returns 0, -ENOENT (unknown model: nothing was called),
- * -ENOMEM.
+ * -ENOTSUP (no target of the model can serve this kind, e.g. embeddings on
+ * a chat-only provider), -ENOMEM.
  */
 int ah_gateway_start(ah_gateway_t *gw, ah_loop_t *loop, const ah_gw_request_t *req,
                      const ah_gw_sink_t *sink, void *ud, ah_gw_call_t **out);

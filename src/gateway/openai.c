@@ -241,12 +241,30 @@ int ah_gw_openai_stream_event(void *st, const ah_gw_request_t *req, const char *
             return 0; /* asked for by the gateway, not by the client */
     }
     ah_buf_puts(out, "data: ");
-    ah_buf_append(out, data, n);
+    /* The usage we forced adds "usage":null to every chunk: hide it from a client that did not
+     * ask, as OpenAI does. */
+    const char *un = !req->include_usage ? memmem(data, n, ",\"usage\":null", 13) : NULL;
+    if (un) {
+        ah_buf_append(out, data, (size_t)(un - data));
+        ah_buf_append(out, un + 13, n - (size_t)(un - data) - 13);
+    } else {
+        ah_buf_append(out, data, n);
+    }
     return ah_buf_puts(out, "\n\n");
 }
 
 int ah_gw_openai_error(int status, const char *body, size_t n, ah_buf_t *out)
 {
+    /* The gateway's own credentials or model mapping are wrong: not the client's fault. */
+    if (status == 401 || status == 402 || status == 403 || status == 404) {
+        char m[200];
+        snprintf(m, sizeof(m),
+                 "the upstream refused the gateway's request (HTTP %d): check the provider's "
+                 "api_key, base_url and model",
+                 status);
+        ah_gw_error_json(out, "server_error", "upstream_config", m);
+        return 502;
+    }
     ah_jspan_t root, err;
     if (ah_json_value(body, n, &root) >= 0 && root.type == AH_JSON_OBJECT &&
         ah_json_member(&root, "error", &err) == 0 && err.type == AH_JSON_OBJECT) {
