@@ -34,6 +34,9 @@ static const api_route_t routes[] = {
     {AH_HTTP_GET, "/v1/keys", ah_api_keys_list, AH_ROLE_ADMIN},
     {AH_HTTP_GET, "/v1/keys/{id}", ah_api_keys_get, AH_ROLE_ADMIN},
     {AH_HTTP_DELETE, "/v1/keys/{id}", ah_api_keys_revoke, AH_ROLE_ADMIN},
+    {AH_HTTP_GET, "/v1/keys/{id}/limits", ah_api_key_limits_get, AH_ROLE_ADMIN},
+    {AH_HTTP_PUT, "/v1/keys/{id}/limits", ah_api_key_limits_put, AH_ROLE_ADMIN},
+    {AH_HTTP_GET, "/v1/usage", ah_api_usage, AH_ROLE_VIEWER},
 };
 
 int ah_api_register(ah_router_t *r)
@@ -175,6 +178,9 @@ void ah_api_on_worker_start(ah_loop_t *loop, int index, void *ud)
     ah_metrics_thread_init();
     if (app->keyring)
         ah_keyring_attach(app->keyring, loop);
+    if (app->limits && ah_limits_attach(app->limits, loop) != 0)
+        ah_log(AH_LOG_ERROR, "limits", "cannot attach the rate limiter to a worker",
+               AH_LF_INT("worker", index), AH_LF_END);
     if (app->gateway && ah_gateway_attach(app->gateway, loop) != 0)
         ah_log(AH_LOG_ERROR, "gateway", "cannot create the upstream client for a worker",
                AH_LF_INT("worker", index), AH_LF_END);
@@ -187,6 +193,8 @@ void ah_api_on_worker_stop(ah_loop_t *loop, int index, void *ud)
     (void)index;
     if (app->gateway)
         ah_gateway_detach(app->gateway);
+    if (app->limits)
+        ah_limits_detach(app->limits, loop);
 }
 
 /* ---- auth and dispatch ---- */

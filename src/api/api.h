@@ -13,6 +13,8 @@
 
 #include "auth/keyring.h"
 #include "gateway/gateway.h"
+#include "gateway/limits.h"
+#include "gateway/usage.h"
 #include "core/config.h"
 #include "http/router.h"
 #include "http/server.h"
@@ -25,6 +27,8 @@ typedef struct ah_app {
     ah_keyring_t *keyring;
     ah_http_server_t *server;
     ah_gateway_t *gateway;
+    ah_limits_t *limits;   /* rate limits and budgets (gateway/limits.h) */
+    ah_usage_t *usage;     /* usage recorder (gateway/usage.h) */
     int64_t started_at;    /* unix seconds */
     atomic_bool store_ok;  /* last store ping succeeded (set by the health thread) */
     atomic_bool schema_ok; /* migrations current */
@@ -64,5 +68,8 @@ void ah_api_chat(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
 void ah_api_embeddings(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
 void ah_api_models(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
 void ah_api_keys_revoke(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_key_limits_get(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_key_limits_put(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_usage(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
 
 #endif

@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/api.h"
@@ -18,19 +19,48 @@
 #include "core/jscan.h"
 #include "core/log.h"
 #include "gateway/gateway.h"
+#include "gateway/limits.h"
+#include "gateway/usage.h"
 #include "obs/metrics.h"
 
+/*
+ * One chat or embeddings request. Heap-allocated, not in the request arena:
+ * a non-stream answer ends the HTTP request (and frees its arena) before the
+ * gateway's done callback, which still needs this for accounting.
+ */
 typedef struct chat_ctx {
-    ah_http_req_t *req;
+    ah_http_req_t *req; /* NULL once the terminal HTTP call was made */
     ah_app_t *app;
-    const ah_principal_t *who;
+    ah_principal_t who;
     ah_gw_call_t *call;
     ah_gw_request_t gr;
+    ah_limits_ticket_t ticket;
+    ah_limits_result_t lres;
     uint64_t t0;
     int status;
-    bool streaming; /* the SSE response has started */
-    bool ended;     /* the terminal HTTP call was made */
+    bool streaming;         /* the SSE response has started */
+    bool admission_pending; /* waiting for Redis: the callback frees */
+    bool aborted;
+    int in_sink;       /* inside a gateway sink callback: on_abort must not free */
+    bool free_pending; /* free when the outermost sink callback returns */
+    char model[256];
+    char request_id[72];
 } chat_ctx_t;
+
+static void sink_enter(chat_ctx_t *x)
+{
+    x->in_sink++;
+}
+
+/* Leaves a sink callback; frees x if that was asked meanwhile. false: x is gone. */
+static bool sink_leave(chat_ctx_t *x)
+{
+    if (--x->in_sink == 0 && x->free_pending) {
+        free(x);
+        return false;
+    }
+    return true;
+}
 
 static void add_gateway_headers(chat_ctx_t *x, const ah_gw_result_t *r)
 {
@@ -58,6 +88,9 @@ static void sink_head(void *ud, const ah_gw_result_t *r)
 {
     chat_ctx_t *x = ud;
     x->status = r->status;
+    if (!x->req)
+        return;
+    sink_enter(x);
     add_gateway_headers(x, r);
     if (x->gr.stream && r->status == 200) {
         ah_http_req_add_header(x->req, "Cache-Control", "no-cache");
@@ -65,93 +98,129 @@ static void sink_head(void *ud, const ah_gw_result_t *r)
         x->streaming = true;
         ah_http_stream_start(x->req, 200, "text/event-stream");
     }
+    sink_leave(x);
 }
 
 static void end_stream(chat_ctx_t *x)
 {
-    if (!x->ended) {
-        x->ended = true;
-        ah_http_stream_end(x->req);
+    if (x->req) {
+        ah_http_req_t *req = x->req;
+        x->req = NULL;
+        ah_http_stream_end(req);
     }
 }
 
 static void sink_data(void *ud, const char *p, size_t n)
 {
     chat_ctx_t *x = ud;
+    if (!x->req)
+        return;
     if (!x->streaming) {
-        if (!x->ended) {
-            x->ended = true;
-            ah_http_reply_json(x->req, x->status, p, n);
-        }
+        ah_http_req_t *req = x->req;
+        x->req = NULL;
+        ah_http_reply_json(req, x->status, p, n);
         return;
     }
+    sink_enter(x);
     int rc = ah_http_stream_write(x->req, p, n);
-    if (rc == -ENOBUFS) {
+    if (rc == -ENOBUFS && x->call) {
         /* The client reads slower than the model writes: stop paying for tokens. */
-        ah_log(AH_LOG_WARN, "gateway", "client too slow: stream cut",
-               AH_LF_STR("model", x->gr.model), AH_LF_END);
-        ah_gateway_cancel(x->call);
+        ah_log(AH_LOG_WARN, "gateway", "client too slow: stream cut", AH_LF_STR("model", x->model),
+               AH_LF_END);
+        ah_gateway_cancel(x->call); /* no more sink calls: this one frees x */
         x->call = NULL;
+        if (x->app->limits)
+            ah_limits_finish(x->app->limits, &x->ticket, 0);
         end_stream(x);
+        x->free_pending = true;
     }
+    sink_leave(x);
 }
 
-static double cost_usd(const ah_config_model_t *m, const ah_llm_usage_t *u)
-{
-    if (!m)
-        return 0;
-    const ah_config_price_t *p = &m->price;
-    double cached_price =
-        p->cached_input_per_mtok > 0 ? p->cached_input_per_mtok : p->input_per_mtok;
-    int64_t fresh = u->prompt_tokens - u->cached_tokens;
-    if (fresh < 0)
-        fresh = 0;
-    return ((double)fresh * p->input_per_mtok + (double)u->cached_tokens * cached_price +
-            (double)u->completion_tokens * p->output_per_mtok) /
-           1e6;
-}
-
+/* Metrics, the usage row (which also feeds the key's budget) and the rate limiter's tokens. */
 static void account(chat_ctx_t *x, const ah_gw_result_t *r)
 {
-    ah_gateway_t *gw = x->app->gateway;
-    const char *key = x->who ? x->who->key_id : "";
-    const char *model = r->model ? r->model : x->gr.model;
+    ah_app_t *app = x->app;
+    const char *model = r->model ? r->model : x->model;
     uint64_t total = ah_mono_ns() - x->t0;
     uint64_t over = total > r->upstream_ns ? total - r->upstream_ns : 0;
-    ah_gateway_account(gw, key, model, &r->usage, cost_usd(r->model_cfg, &r->usage), over,
+    double cost = r->model_cfg ? ah_usage_cost(&r->model_cfg->price, r->usage.prompt_tokens,
+                                               r->usage.cached_tokens, r->usage.completion_tokens)
+                               : 0;
+    ah_gateway_account(app->gateway, x->who.key_id, model, &r->usage, cost, over,
                        x->gr.stream && r->status == 200 ? r->ttft_ns : 0);
+    if (app->usage) {
+        ah_usage_rec_t u = {
+            .request_id = x->request_id,
+            .key_id = x->who.key_id,
+            .tenant = x->who.tenant,
+            .model = model,
+            .provider = r->provider ? r->provider : "",
+            .upstream_model = r->upstream_model ? r->upstream_model : "",
+            .prompt_tokens = r->usage.prompt_tokens,
+            .completion_tokens = r->usage.completion_tokens,
+            .cached_tokens = r->usage.cached_tokens,
+            .cost_usd = cost,
+            .latency_ms = (int64_t)(total / 1000000),
+            .ttft_ms = x->gr.stream && r->status == 200 ? (int64_t)(r->ttft_ns / 1000000) : -1,
+            .status = r->status,
+            .stream = x->gr.stream,
+            .attempts = r->attempts,
+        };
+        ah_usage_record(app->usage, &u);
+    }
+    if (app->limits)
+        ah_limits_finish(app->limits, &x->ticket,
+                         r->usage.prompt_tokens + r->usage.completion_tokens);
 }
 
 static void sink_done(void *ud, int rc, const ah_gw_result_t *r)
 {
     chat_ctx_t *x = ud;
     x->call = NULL;
+    sink_enter(x);
+    x->free_pending = true;
     account(x, r);
     if (x->streaming) {
-        if (rc == 0)
+        if (rc == 0 && x->req)
             ah_http_stream_write(x->req, "data: [DONE]\n\n", 14);
         end_stream(x);
-    } else if (!x->ended) {
-        x->ended = true;
-        ah_http_reply_error(x->req, 502, NULL, "upstream_error", NULL, "empty upstream answer");
+    } else if (x->req) {
+        ah_http_req_t *req = x->req;
+        x->req = NULL;
+        ah_http_reply_error(req, 502, NULL, "upstream_error", NULL, "empty upstream answer");
     }
+    sink_leave(x);
 }
 
 static void on_abort(void *ud)
 {
     chat_ctx_t *x = ud;
+    x->aborted = true;
     if (x->call) {
+        /* No tokens paid for nobody: the upstream request is closed. */
         ah_gateway_cancel(x->call);
         x->call = NULL;
     }
     /* The terminal call only frees the request now. */
-    if (!x->ended) {
-        x->ended = true;
+    if (x->req) {
+        ah_http_req_t *req = x->req;
+        x->req = NULL;
         if (x->streaming)
-            ah_http_stream_end(x->req);
+            ah_http_stream_end(req);
         else
-            ah_http_reply(x->req, 499, NULL, NULL, 0);
+            ah_http_reply(req, 499, NULL, NULL, 0);
     }
+    if (x->admission_pending)
+        return; /* the limiter's callback frees x */
+    if (x->free_pending)
+        return; /* sink_done runs: it accounts and frees */
+    if (x->app->limits)
+        ah_limits_finish(x->app->limits, &x->ticket, 0);
+    if (x->in_sink)
+        x->free_pending = true; /* the sink callback that wrote to the gone client frees */
+    else
+        free(x);
 }
 
 static const ah_gw_sink_t sink = {sink_head, sink_data, sink_done};
@@ -229,41 +298,99 @@ static bool parse_request(ah_http_req_t *req, ah_gw_kind_t kind, ah_gw_request_t
     return true;
 }
 
+static int add_header(void *ctx, const char *name, const char *value)
+{
+    return ah_http_req_add_header(ctx, name, value);
+}
+
+/* Replies an error and frees x (before any gateway call). */
+static void fail(chat_ctx_t *x, int status, const char *type, const char *code, const char *param,
+                 const char *msg)
+{
+    if (x->req)
+        ah_http_reply_error(x->req, status, type, code, param, msg);
+    free(x);
+}
+
+/* The rate limiter's decision: go on to the gateway, or 429. */
+static void admitted(void *ud, const ah_limits_result_t *res)
+{
+    chat_ctx_t *x = ud;
+    x->admission_pending = false;
+    if (x->aborted) {
+        ah_limits_finish(x->app->limits, &x->ticket, 0);
+        free(x);
+        return;
+    }
+    ah_http_req_t *req = x->req;
+    ah_limits_add_headers(res, add_header, req);
+    if (res->status == 429) {
+        x->req = NULL;
+        ah_http_reply_error(req, 429, "rate_limit_error", res->code, NULL, res->message);
+        free(x);
+        return;
+    }
+    int rc = ah_gateway_start(x->app->gateway, ah_http_req_loop(req), &x->gr, &sink, x, &x->call);
+    if (rc) {
+        ah_limits_finish(x->app->limits, &x->ticket, 0);
+        if (rc == -ENOTSUP) {
+            char msg[300];
+            snprintf(msg, sizeof(msg), "model `%.200s` does not support %s", x->model,
+                     x->gr.kind == AH_GW_EMBEDDINGS ? "embeddings" : "chat completions");
+            fail(x, 400, "invalid_request_error", "model_not_supported", "model", msg);
+        } else {
+            fail(x, 503, NULL, "overloaded", NULL, "could not start the request");
+        }
+        return;
+    }
+    ah_http_req_on_abort(req, on_abort, x);
+}
+
 static void start(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who, ah_gw_kind_t kind)
 {
-    chat_ctx_t *x = ah_arena_calloc(ah_http_req_arena(req), sizeof(*x));
+    chat_ctx_t *x = calloc(1, sizeof(*x));
     if (!x) {
         ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "out of memory");
         return;
     }
     x->req = req;
     x->app = app;
-    x->who = who;
+    if (who)
+        x->who = *who;
     x->t0 = ah_http_req_start_ns(req);
-    if (!parse_request(req, kind, &x->gr))
+    snprintf(x->request_id, sizeof(x->request_id), "%s", ah_http_req_id(req));
+    if (!parse_request(req, kind, &x->gr)) {
+        free(x);
         return;
-    if (!ah_gateway_model(app->gateway, x->gr.model)) {
+    }
+    snprintf(x->model, sizeof(x->model), "%s", x->gr.model);
+    x->gr.model = x->model;
+    x->gr.request_id = x->request_id;
+    if (!ah_gateway_model(app->gateway, x->model)) {
         char msg[400];
         snprintf(msg, sizeof(msg),
                  "The model `%.200s` does not exist or you do not have access to it "
                  "(GET /v1/models lists them).",
-                 x->gr.model);
-        ah_http_reply_error(req, 404, "invalid_request_error", "model_not_found", "model", msg);
+                 x->model);
+        fail(x, 404, "invalid_request_error", "model_not_found", "model", msg);
         return;
     }
-    int rc = ah_gateway_start(app->gateway, ah_http_req_loop(req), &x->gr, &sink, x, &x->call);
-    if (rc == -ENOTSUP) {
-        char msg[300];
-        snprintf(msg, sizeof(msg), "model `%.200s` does not support %s", x->gr.model,
-                 kind == AH_GW_EMBEDDINGS ? "embeddings" : "chat completions");
-        ah_http_reply_error(req, 400, "invalid_request_error", "model_not_supported", "model", msg);
+    if (!app->limits) {
+        ah_limits_result_t none = {0};
+        admitted(x, &none);
         return;
     }
-    if (rc) {
-        ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "could not start the request");
-        return;
+    /* Reserve the prompt's rough size now so a burst is seen at once; finish corrects it. */
+    int rc = ah_limits_admit(app->limits, ah_http_req_loop(req), x->who.key_id, x->model,
+                             (int64_t)(x->gr.len / 4), &x->ticket, &x->lres, admitted, x);
+    if (rc == 0) {
+        admitted(x, &x->lres);
+    } else if (rc == -EINPROGRESS) {
+        x->admission_pending = true;
+        ah_http_req_on_abort(req, on_abort, x);
+    } else {
+        fail(x, 503, NULL, "overloaded", NULL, "rate limiter unavailable");
     }
-    ah_http_req_on_abort(req, on_abort, x);
 }
 
 void ah_api_chat(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who)

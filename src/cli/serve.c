@@ -108,8 +108,8 @@ static int bootstrap_admin(ah_app_t *app)
 static void banner(const ah_app_t *app, const char *addr, int workers)
 {
     const ah_config_t *cfg = app->cfg;
-    printf("agenthub %s listening on http://%s (%d workers, store %s)\n", AH_VERSION, addr,
-           workers, ah_store_backend(app->store));
+    printf("agenthub %s listening on http://%s (%d workers, store %s)\n", AH_VERSION, addr, workers,
+           ah_store_backend(app->store));
     printf("Try (AGENTHUB_KEY = the admin key shown at first start, or one from `agenthub keys "
            "create`):\n"
            "    curl http://%s/readyz\n",
@@ -277,6 +277,14 @@ int ah_cli_serve(int argc, char **argv)
         ah_log(AH_LOG_ERROR, "auth", "cannot load API keys", AH_LF_END);
         goto out;
     }
+    /* The limiter hooks itself into the recorder: create it before the flusher starts. */
+    app.usage = ah_usage_new(app.store, NULL);
+    app.limits = app.usage ? ah_limits_new(&cfg, app.store, app.usage, NULL) : NULL;
+    if (!app.limits || (rc = ah_limits_start(app.limits)) != 0 ||
+        (rc = ah_usage_start(app.usage)) != 0) {
+        ah_log(AH_LOG_ERROR, "limits", "cannot start rate limits and usage accounting", AH_LF_END);
+        goto out;
+    }
     pthread_mutex_init(&health.mu, NULL);
     pthread_cond_init(&health.cv, NULL);
     if (pthread_create(&health.thread, NULL, health_main, &health) == 0)
@@ -337,6 +345,8 @@ out:
         ah_http_server_wait(app.server, 0); /* never started or failed: stop what runs */
     ah_keyring_free(app.keyring);
     ah_http_server_free(app.server);
+    ah_limits_free(app.limits); /* workers have stopped and detached */
+    ah_usage_free(app.usage);   /* writes the last rows: before the store closes */
     ah_router_free(router);
     ah_gateway_free(app.gateway);
     ah_store_close(app.store);
