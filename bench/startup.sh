@@ -17,6 +17,7 @@
 #   POLL_US=100    pause between two /readyz tries, in microseconds, without a
 #                  fork (read -t on an idle pipe); keeps the poller from taking
 #                  a core from the server when other jobs share the machine
+#   QUIET_MAX=60 QUIET_PCT=15: wait before each run for the machine to be idle (lib.sh)
 #   AGENTHUB_BIN, RUN_DIR, KEEP_RUN_DIR: see bench/lib.sh
 #
 # Usage: bash bench/startup.sh
@@ -62,6 +63,7 @@ RESULTS="$RUN_DIR/startup_runs.txt"
 : >"$RESULTS"
 for i in $(seq 1 "$RUNS"); do
     ! bench_port_busy "$PORT" || bench_die "port $PORT still taken before run $i"
+    bench_wait_quiet # others' builds share the 2 cores (QUIET_MAX, QUIET_PCT: lib.sh)
     err="$RUN_DIR/logs/run$i.err"
     T_CONN=""
     t0=$EPOCHREALTIME

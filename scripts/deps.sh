@@ -14,10 +14,16 @@ test) want=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
 bench) want=("${build_pkgs[@]}" "${bench_pkgs[@]}") ;;
 *) echo "deps.sh: unknown group '$group' (build, test, bench)" >&2; exit 2 ;;
 esac
+# A package is also satisfied by its command being on PATH from another source (e.g. a
+# Node.js install that bundles npm: installing Debian's npm next to it would conflict).
+declare -A provides=([nginx-light]=nginx [nodejs]=node [npm]=npm [prometheus]=promtool
+    [bubblewrap]=bwrap [redis-server]=redis-server [clang]=clang [clang-format]=clang-format
+    [cppcheck]=cppcheck [valgrind]=valgrind [wrk]=wrk [hyperfine]=hyperfine [curl]=curl
+    [cmake]=cmake [sqlite3]=sqlite3)
 missing=()
 for p in "${want[@]}"; do
-    # nginx-light is satisfied by any installed nginx flavour
-    if [ "$p" = nginx-light ] && command -v nginx >/dev/null 2>&1; then continue; fi
+    cmd=${provides[$p]:-}
+    if [ -n "$cmd" ] && command -v "$cmd" >/dev/null 2>&1; then continue; fi
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
