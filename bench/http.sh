@@ -32,6 +32,7 @@
 # Usage: bash bench/http.sh
 #        CONNS="1 32 64" DURATION=20s ROUNDS=3 bash bench/http.sh
 BENCH_NAME=http
+# shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CONNS=${CONNS:-"1 32"}

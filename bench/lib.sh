@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib.sh - helpers shared by the bench/*.sh scripts (sourced, not run).
 #
 # Starts agenthub and nginx on 127.0.0.1 only, remembers every PID it started
@@ -40,8 +41,8 @@ bench_stop_pid() { # pid: TERM, wait up to 5 s, then KILL; returns the exit stat
         return $rc
     }
     kill -TERM "$pid" 2>/dev/null || true
-    local i
-    for i in $(seq 1 50); do
+    local _
+    for _ in $(seq 1 50); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
@@ -81,8 +82,8 @@ bench_need() {
 bench_port_busy() { ss -Hltn "sport = :$1" | grep -q .; }
 
 bench_free_port() { # a TCP port nobody listens on, from 20000-59999
-    local p i
-    for i in $(seq 1 200); do
+    local p _
+    for _ in $(seq 1 200); do
         p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
         bench_port_busy "$p" || {
             echo "$p"
@@ -121,13 +122,13 @@ ah_start() {
     "$AGENTHUB_BIN" serve -c "$conf" >"$prefix.out" 2>"${AH_STDERR:-$prefix.err}" &
     AH_PID=$!
     BENCH_PIDS+=("$AH_PID")
-    local i
+    local tries
     AH_PORT=""
-    for i in $(seq 1 200); do
+    for tries in $(seq 200 -1 1); do # 10 s
         AH_PORT=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$prefix.out" | head -1)
         [[ -n "$AH_PORT" ]] && break
         kill -0 "$AH_PID" 2>/dev/null || bench_die "agenthub exited at start; see $prefix.out/.err"
-        sleep 0.05
+        ((tries > 1)) && sleep 0.05
     done
     [[ -n "$AH_PORT" ]] || bench_die "agenthub did not print its listening line; see $prefix.out"
     bench_wait_http_200 "http://127.0.0.1:$AH_PORT/readyz" 10 || bench_die "agenthub /readyz not 200"
@@ -247,7 +248,7 @@ bench_wrk() {
     local line
     line=$(grep '^WRK_RESULT' "$out") || bench_die "no WRK_RESULT in $out"
     awk -v l="$line" -v s=$((t1 - t0)) -v k=$((k1 - k0)) -v b=$((b1 - b0)) -v has="$cpu_pid" \
-        -v hz="$(getconf CLK_TCK)" -v w=$(awk -v a="$w0" -v b="$w1" 'BEGIN { print b - a }') \
+        -v hz="$(getconf CLK_TCK)" -v w="$(awk -v a="$w0" -v b="$w1" 'BEGIN { print b - a }')" \
         'BEGIN { f = 100 / hz / w; o = (b - s - k) * f; if (o < 0) o = 0
                  printf "%s cpu=%s wrk=%.0f other=%.0f\n", l, has == "" ? "-" : sprintf("%.0f", s * f), k * f, o }'
 }

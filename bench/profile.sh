@@ -17,6 +17,7 @@
 # Usage: bash bench/profile.sh
 #        ACCESS_LOG=false LOG_LEVEL=warn bash bench/profile.sh
 BENCH_NAME=profile
+# shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CONNS=${CONNS:-32}

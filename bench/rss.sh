@@ -30,6 +30,7 @@
 # Usage: bash bench/rss.sh
 #        ACCESS_LOG=false LOG_LEVEL=warn bash bench/rss.sh
 BENCH_NAME=rss
+# shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 REQUESTS=${REQUESTS:-1000000}

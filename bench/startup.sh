@@ -22,6 +22,7 @@
 #
 # Usage: bash bench/startup.sh
 BENCH_NAME=startup
+# shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 RUNS=${RUNS:-20}

@@ -720,7 +720,7 @@ int ah_gateway_start(ah_gateway_t *gw, ah_loop_t *loop, const ah_gw_request_t *r
     c->res.model_cfg = m->cfg;
     ah_buf_init(&c->frames, 0);
     ah_buf_init(&c->last_err, 0);
-    gw_model_t *seen[MAX_CANDIDATES];
+    gw_model_t *seen[MAX_CANDIDATES] = {0};
     int n_seen = 0;
     add_candidates(c, m, seen, &n_seen);
     bool servable = false;
