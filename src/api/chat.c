@@ -231,9 +231,11 @@ static void bad(ah_http_req_t *req, int status, const char *param, const char *c
     ah_http_reply_error(req, status, "invalid_request_error", code, param, msg);
 }
 
-/* Validates the body and fills gr. false when an error reply was sent. */
+/* Validates the body and fills gr in one scan of it. false when an error reply was sent. */
 static bool parse_request(ah_http_req_t *req, ah_gw_kind_t kind, ah_gw_request_t *gr)
 {
+    enum { K_MODEL, K_MESSAGES, K_STREAM, K_STREAM_OPTIONS, K_INPUT, K_N };
+    static const char *const keys[K_N] = {"model", "messages", "stream", "stream_options", "input"};
     size_t n;
     const char *body = ah_http_req_body(req, &n);
     size_t off = 0;
@@ -241,16 +243,16 @@ static bool parse_request(ah_http_req_t *req, ah_gw_kind_t kind, ah_gw_request_t
         bad(req, 400, NULL, "invalid_json", "the request body is empty: send a JSON object");
         return false;
     }
-    if (ah_json_validate(body, n, &off) != 0) {
+    ah_jspan_t f[K_N];
+    int rc = ah_json_object_scan(body, n, keys, K_N, f, NULL, &off);
+    if (rc == -EPROTO) {
+        bad(req, 400, NULL, "invalid_request", "the request body must be a JSON object");
+        return false;
+    }
+    if (rc) {
         char msg[128];
         snprintf(msg, sizeof(msg), "the request body is not valid JSON (error at byte %zu)", off);
         bad(req, 400, NULL, "invalid_json", msg);
-        return false;
-    }
-    ah_jspan_t root, v;
-    ah_json_value(body, n, &root);
-    if (root.type != AH_JSON_OBJECT) {
-        bad(req, 400, NULL, "invalid_request", "the request body must be a JSON object");
         return false;
     }
     memset(gr, 0, sizeof(*gr));
@@ -258,13 +260,16 @@ static bool parse_request(ah_http_req_t *req, ah_gw_kind_t kind, ah_gw_request_t
     gr->body = body;
     gr->len = n;
     gr->request_id = ah_http_req_id(req);
-    if (ah_json_member(&root, "model", &v) != 0 || v.type != AH_JSON_STRING) {
+    gr->spans_set = true;
+    gr->model_span = f[K_MODEL];
+    gr->stream_options_span = f[K_STREAM_OPTIONS];
+    if (f[K_MODEL].type != AH_JSON_STRING) {
         bad(req, 400, "model", "invalid_request", "you must provide a model parameter (a string)");
         return false;
     }
     ah_buf_t mb;
     ah_buf_init(&mb, 512);
-    if (ah_json_str(&v, &mb) != 0 || mb.len == 0) {
+    if (ah_json_str(&f[K_MODEL], &mb) != 0 || mb.len == 0) {
         ah_buf_free(&mb);
         bad(req, 400, "model", "invalid_request", "model must be a non-empty string");
         return false;
@@ -272,28 +277,25 @@ static bool parse_request(ah_http_req_t *req, ah_gw_kind_t kind, ah_gw_request_t
     gr->model = ah_arena_strndup(ah_http_req_arena(req), mb.data, mb.len);
     ah_buf_free(&mb);
     if (kind == AH_GW_CHAT) {
-        if (ah_json_member(&root, "messages", &v) != 0 || v.type != AH_JSON_ARRAY ||
-            ah_json_array_len(&v) <= 0) {
+        if (f[K_MESSAGES].type != AH_JSON_ARRAY || ah_json_array_empty(&f[K_MESSAGES])) {
             bad(req, 400, "messages", "invalid_request",
                 "messages must be a non-empty array of messages");
             return false;
         }
-        if (ah_json_member(&root, "stream", &v) == 0) {
-            if (v.type != AH_JSON_TRUE && v.type != AH_JSON_FALSE && v.type != AH_JSON_NULL) {
-                bad(req, 400, "stream", "invalid_type", "stream must be a boolean");
-                return false;
-            }
-            gr->stream = v.type == AH_JSON_TRUE;
-        }
-        if (gr->stream && ah_json_path(&root, "stream_options.include_usage", &v) == 0)
-            gr->include_usage = v.type == AH_JSON_TRUE;
-    } else {
-        if (ah_json_member(&root, "input", &v) != 0 ||
-            (v.type != AH_JSON_STRING && v.type != AH_JSON_ARRAY)) {
-            bad(req, 400, "input", "invalid_request",
-                "input must be a string or an array of strings or token arrays");
+        ah_json_type_t st = f[K_STREAM].type;
+        if (st != AH_JSON_NONE && st != AH_JSON_TRUE && st != AH_JSON_FALSE && st != AH_JSON_NULL) {
+            bad(req, 400, "stream", "invalid_type", "stream must be a boolean");
             return false;
         }
+        gr->stream = st == AH_JSON_TRUE;
+        ah_jspan_t iu;
+        if (gr->stream && f[K_STREAM_OPTIONS].type == AH_JSON_OBJECT &&
+            ah_json_member(&f[K_STREAM_OPTIONS], "include_usage", &iu) == 0)
+            gr->include_usage = iu.type == AH_JSON_TRUE;
+    } else if (f[K_INPUT].type != AH_JSON_STRING && f[K_INPUT].type != AH_JSON_ARRAY) {
+        bad(req, 400, "input", "invalid_request",
+            "input must be a string or an array of strings or token arrays");
+        return false;
     }
     return true;
 }

@@ -570,3 +570,86 @@ long ah_json_array_len(const ah_jspan_t *v)
     int rc = ah_json_array_each(v, count_cb, &n);
     return rc ? rc : n;
 }
+
+int ah_json_object_scan(const char *s, size_t n, const char *const *keys, size_t nkeys,
+                        ah_jspan_t *out, ah_jspan_t *root, size_t *err_off)
+{
+    for (size_t k = 0; k < nkeys; k++) {
+        out[k].p = NULL;
+        out[k].n = 0;
+        out[k].type = AH_JSON_NONE;
+    }
+    scanner_t sc = {s, n, 0, 0};
+    skip_ws(&sc);
+    size_t start = sc.i;
+    if (sc.i >= sc.n || sc.s[sc.i] != '{') {
+        /* Not an object: still tell invalid JSON from valid non-objects. */
+        int rc = ah_json_validate(s, n, err_off);
+        return rc ? rc : -EPROTO;
+    }
+    sc.i++;
+    sc.depth = 1;
+    skip_ws(&sc);
+    if (sc.i < sc.n && sc.s[sc.i] == '}') {
+        sc.i++;
+        goto done;
+    }
+    for (;;) {
+        skip_ws(&sc);
+        if (sc.i >= sc.n || sc.s[sc.i] != '"')
+            goto bad;
+        size_t ks = sc.i + 1;
+        if (scan_string(&sc))
+            goto bad;
+        size_t ke = sc.i - 1;
+        skip_ws(&sc);
+        if (sc.i >= sc.n || sc.s[sc.i] != ':')
+            goto bad;
+        sc.i++;
+        skip_ws(&sc);
+        size_t vs = sc.i;
+        ah_json_type_t t;
+        if (scan_value(&sc, &t))
+            goto bad;
+        for (size_t k = 0; k < nkeys; k++) {
+            if (key_equals(sc.s + ks, ke - ks, keys[k])) {
+                out[k].p = sc.s + vs;
+                out[k].n = sc.i - vs;
+                out[k].type = t;
+            }
+        }
+        skip_ws(&sc);
+        if (sc.i >= sc.n)
+            goto bad;
+        if (sc.s[sc.i] == ',') {
+            sc.i++;
+            continue;
+        }
+        if (sc.s[sc.i] == '}') {
+            sc.i++;
+            break;
+        }
+        goto bad;
+    }
+done:
+    if (root) {
+        root->p = s + start;
+        root->n = sc.i - start;
+        root->type = AH_JSON_OBJECT;
+    }
+    skip_ws(&sc);
+    if (sc.i == n)
+        return 0;
+bad:
+    if (err_off)
+        *err_off = sc.i;
+    return -EINVAL;
+}
+
+bool ah_json_array_empty(const ah_jspan_t *v)
+{
+    size_t i = 1;
+    while (i < v->n && strchr(" \t\r\n", v->p[i]))
+        i++;
+    return v->type == AH_JSON_ARRAY && i < v->n && v->p[i] == ']';
+}

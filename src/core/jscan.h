@@ -46,6 +46,20 @@ typedef struct ah_jspan {
 int ah_json_validate(const char *s, size_t n, size_t *err_off);
 
 /**
+ * Validates s[0..n) as one JSON object (surrounding whitespace allowed) in a
+ * single pass and picks top-level members on the way: out[i] gets the span
+ * of member keys[i] (type AH_JSON_NONE when absent; the last one wins when a
+ * key repeats). root (may be NULL) gets the object's span. Returns 0,
+ * -EINVAL when s is not valid JSON (*err_off set, may be NULL), or -EPROTO
+ * when it is valid JSON but not an object. The hot path's way to read a body.
+ */
+int ah_json_object_scan(const char *s, size_t n, const char *const *keys, size_t nkeys,
+                        ah_jspan_t *out, ah_jspan_t *root, size_t *err_off);
+
+/** True when an array span has no elements (cheap: looks at the first token only). */
+bool ah_json_array_empty(const ah_jspan_t *v);
+
+/**
  * Scans the value starting at s[0..n) (after whitespace) and fills out with
  * its span. Returns the offset just past the value, or -EINVAL.
  */

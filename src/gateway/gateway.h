@@ -23,6 +23,7 @@
 
 #include "core/buf.h"
 #include "core/config.h"
+#include "core/jscan.h"
 #include "core/loop.h"
 #include "gateway/usage_types.h"
 
@@ -39,6 +40,14 @@ typedef struct ah_gw_request {
     bool stream;
     bool include_usage; /* the client asked for stream_options.include_usage */
     const char *request_id;
+    /*
+     * Optional, from the caller's own scan of body (saves rescanning on the
+     * hot path): spans of the top-level "model" and "stream_options" values
+     * (type AH_JSON_NONE when absent). Only read when spans_set is true.
+     */
+    bool spans_set;
+    ah_jspan_t model_span;
+    ah_jspan_t stream_options_span;
 } ah_gw_request_t;
 
 typedef struct ah_gw_result {

@@ -67,13 +67,32 @@ void ah_gw_error_json(ah_buf_t *out, const char *type, const char *code, const c
 int ah_gw_rewrite_openai_body(const ah_gw_request_t *req, const char *model, bool drop_model,
                               ah_buf_t *out)
 {
-    ah_jspan_t root;
-    if (ah_json_value(req->body, req->len, &root) < 0 || root.type != AH_JSON_OBJECT)
-        return -EINVAL;
-    ah_jspan_t mv, so;
-    bool has_model = ah_json_member(&root, "model", &mv) == 0;
+    ah_jspan_t root, mv, so;
     bool force_usage = req->stream && !req->include_usage;
-    bool has_so = force_usage && ah_json_member(&root, "stream_options", &so) == 0;
+    bool has_model, has_so;
+    if (req->spans_set) {
+        /* The caller scanned the body already: trust its spans (they point into req->body). */
+        size_t i = 0;
+        while (i < req->len && req->body[i] != '{')
+            i++;
+        size_t e = req->len;
+        while (e > i && req->body[e - 1] != '}')
+            e--;
+        if (e <= i)
+            return -EINVAL;
+        root.p = req->body + i;
+        root.n = e - i;
+        root.type = AH_JSON_OBJECT;
+        mv = req->model_span;
+        so = req->stream_options_span;
+        has_model = mv.type != AH_JSON_NONE;
+        has_so = force_usage && so.type != AH_JSON_NONE;
+    } else {
+        if (ah_json_value(req->body, req->len, &root) < 0 || root.type != AH_JSON_OBJECT)
+            return -EINVAL;
+        has_model = ah_json_member(&root, "model", &mv) == 0;
+        has_so = force_usage && ah_json_member(&root, "stream_options", &so) == 0;
+    }
     int rc = ah_buf_reserve(out, req->len + 64);
     if (rc)
         return rc;
@@ -126,22 +145,29 @@ int ah_gw_rewrite_openai_body(const ah_gw_request_t *req, const char *model, boo
     return ah_buf_putc(out, '}');
 }
 
-void ah_gw_openai_usage(const char *json, size_t n, ah_llm_usage_t *u)
+/* Reads an OpenAI usage object span into u. */
+static void usage_from_span(const ah_jspan_t *usage, ah_llm_usage_t *u)
 {
-    ah_jspan_t root, usage, v;
-    if (ah_json_value(json, n, &root) < 0 || root.type != AH_JSON_OBJECT)
-        return;
-    if (ah_json_member(&root, "usage", &usage) != 0 || usage.type != AH_JSON_OBJECT)
-        return;
+    ah_jspan_t v;
     int64_t x;
+    if (usage->type != AH_JSON_OBJECT)
+        return;
     u->present = true;
-    if (ah_json_member(&usage, "prompt_tokens", &v) == 0 && ah_json_int(&v, &x) == 0)
+    if (ah_json_member(usage, "prompt_tokens", &v) == 0 && ah_json_int(&v, &x) == 0)
         u->prompt_tokens = x;
-    if (ah_json_member(&usage, "completion_tokens", &v) == 0 && ah_json_int(&v, &x) == 0)
+    if (ah_json_member(usage, "completion_tokens", &v) == 0 && ah_json_int(&v, &x) == 0)
         u->completion_tokens = x;
-    if (ah_json_path(&usage, "prompt_tokens_details.cached_tokens", &v) == 0 &&
+    if (ah_json_path(usage, "prompt_tokens_details.cached_tokens", &v) == 0 &&
         ah_json_int(&v, &x) == 0)
         u->cached_tokens = x;
+}
+
+void ah_gw_openai_usage(const char *json, size_t n, ah_llm_usage_t *u)
+{
+    static const char *const keys[] = {"usage"};
+    ah_jspan_t usage;
+    if (ah_json_object_scan(json, n, keys, 1, &usage, NULL, NULL) == 0)
+        usage_from_span(&usage, u);
 }
 
 static int openai_build(const ah_gw_prov_t *p, const ah_gw_request_t *req,
@@ -202,21 +228,13 @@ int ah_gw_openai_response(const ah_gw_prov_t *p, const ah_gw_request_t *req, con
     (void)p;
     (void)req;
     (void)out; /* forwarded unchanged */
-    if (ah_json_validate(body, n, NULL) != 0)
+    /* One pass validates the whole answer and finds its usage. */
+    static const char *const keys[] = {"usage"};
+    ah_jspan_t u;
+    if (ah_json_object_scan(body, n, keys, 1, &u, NULL, NULL) != 0)
         return -EINVAL;
-    ah_gw_openai_usage(body, n, usage);
+    usage_from_span(&u, usage);
     return 0;
-}
-
-/* Is this chunk the usage-only chunk ("choices": [])? */
-static bool is_usage_only_chunk(const char *data, size_t n)
-{
-    ah_jspan_t root, ch;
-    if (ah_json_value(data, n, &root) < 0 || root.type != AH_JSON_OBJECT)
-        return false;
-    if (ah_json_member(&root, "choices", &ch) != 0 || ch.type != AH_JSON_ARRAY)
-        return false;
-    return ah_json_array_len(&ch) == 0;
 }
 
 int ah_gw_openai_stream_event(void *st, const ah_gw_request_t *req, const char *event,
@@ -229,15 +247,17 @@ int ah_gw_openai_stream_event(void *st, const ah_gw_request_t *req, const char *
         *done = true;
         return 0;
     }
-    if (ah_json_validate(data, n, NULL) != 0)
+    /* One pass validates the chunk and finds usage and choices. */
+    static const char *const keys[] = {"usage", "choices"};
+    ah_jspan_t f[2];
+    if (ah_json_object_scan(data, n, keys, 2, f, NULL, NULL) != 0)
         return -EINVAL;
     /* Usage comes in the last chunk (choices: []) when include_usage is on. */
-    if (memmem(data, n, "\"usage\"", 7)) {
+    if (f[0].type == AH_JSON_OBJECT) {
         ah_llm_usage_t u = {0};
-        ah_gw_openai_usage(data, n, &u);
-        if (u.present)
-            *usage = u;
-        if (!req->include_usage && u.present && is_usage_only_chunk(data, n))
+        usage_from_span(&f[0], &u);
+        *usage = u;
+        if (!req->include_usage && f[1].type == AH_JSON_ARRAY && ah_json_array_empty(&f[1]))
             return 0; /* asked for by the gateway, not by the client */
     }
     ah_buf_puts(out, "data: ");
