@@ -70,6 +70,8 @@ measure() { # target round url cpu_pid
     fi
     for c in $CONNS; do
         for try in $(seq 0 "$RETRIES"); do
+            # Another bench's wrk on the same 2 cores would spoil both runs.
+            if declare -F bench_wait_no_wrk >/dev/null; then bench_wait_no_wrk "${WRK_WAIT_MAX:-1800}"; fi
             bench_wait_quiet
             bench_log "measure $t c=$c $DURATION (round $r)"
             res=$(bench_wrk "${t}_r$r" "$c" "$DURATION" "$url" "$pid") || exit 1
@@ -116,7 +118,8 @@ done
     echo "# GET /healthz, wrk -t1 --latency -d$DURATION, warm-up $WARMUP at c=$MAX_C, rounds $ROUNDS"
     echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r), $("$AGENTHUB_BIN" --version 2>/dev/null | head -1 || true)"
     echo "# cpu% = server CPU time / wall time during the run (100 = one core); wrk shares the same 2 cores;"
-    echo "# other% = CPU used by everything else on the machine meanwhile (others' builds, fuzzers): distrust rows where it is high"
+    echo "# other% = machine busy time not charged to wrk or the server: other jobs (builds, fuzzers) plus softirq"
+    echo "# time charged to no process (0-15 % from the run itself); distrust rows well above that"
     echo "# medians over rounds:"
     echo
     awk '

@@ -227,8 +227,11 @@ bench_wait_quiet() {
 # bench_wrk LABEL CONNS DURATION URL CPU_PID: one wrk -t1 run with
 # wrk_report.lua; prints its WRK_RESULT line plus " cpu=<%> wrk=<%> other=<%>":
 # CPU time of the server (CPU_PID and its children; "-" without CPU_PID), of
-# wrk, and of every other process on the machine, / wall time (100 = one core).
-# A large other% means someone else's job shared the cores: distrust that row.
+# wrk, and "other" = the machine's busy time (/proc/stat) minus those two, / wall
+# time (100 = one core). other% holds other processes AND interrupt/softirq time
+# the kernel charges to no process (loopback packet processing that ran while
+# a CPU was otherwise idle: 0-15 % in a run on a quiet machine). Well above
+# that, someone else's job shared the cores: distrust that row.
 bench_wrk() {
     local label=$1 c=$2 dur=$3 url=$4 cpu_pid=${5:-}
     local out="$RUN_DIR/wrk/${label}_c${c}_${dur}.txt" t0=0 t1=0 w0 w1 b0 b1 k0 k1
@@ -258,3 +261,140 @@ kv() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" $1"; }
 
 # VmRSS / VmHWM of a pid in KiB
 bench_rss_kib() { awk -v k="${2:-VmRSS}:" '$1 == k { print $2 }' "/proc/$1/status"; }
+
+# ============================================================================
+# Added for bench/gateway.sh and bench/streams.sh (gateway benchmarks).
+# ============================================================================
+
+# bench_wait_no_wrk [MAX_S]: another engineer's bench may be running wrk on
+# this machine; poll (0.5 s) until `pgrep -x wrk` is empty, at most MAX_S
+# seconds [WRK_WAIT_MAX, 1800]. Call it between our own wrk runs only.
+WRK_WAIT_MAX=${WRK_WAIT_MAX:-1800}
+# shellcheck disable=SC2120 # the argument is optional
+bench_wait_no_wrk() {
+    local max=${1:-$WRK_WAIT_MAX} deadline said=0
+    deadline=$((SECONDS + max))
+    while pgrep -x wrk >/dev/null; do
+        if ((said == 0)); then
+            bench_log "someone else's wrk is running (pids $(pgrep -x wrk | tr '\n' ' ')); waiting"
+            said=1
+        fi
+        ((SECONDS < deadline)) || {
+            bench_log "wrk still running after ${max}s; measuring anyway"
+            return 0
+        }
+        sleep 0.5
+    done
+    ((said == 0)) || bench_log "no foreign wrk any more"
+}
+
+# bench_pin_binary: copy AGENTHUB_BIN into RUN_DIR/bin and point AGENTHUB_BIN
+# at the copy, so a rebuild by someone else cannot swap the binary mid-run.
+bench_pin_binary() {
+    [[ -x "$AGENTHUB_BIN" ]] || bench_die "no agenthub binary at $AGENTHUB_BIN"
+    mkdir -p "$RUN_DIR/bin"
+    cp -p "$AGENTHUB_BIN" "$RUN_DIR/bin/agenthub"
+    bench_log "measuring a copy of $AGENTHUB_BIN ($(stat -c '%y' "$AGENTHUB_BIN" | cut -d. -f1), sha256 $(sha256sum "$AGENTHUB_BIN" | cut -c1-12))"
+    AGENTHUB_BIN="$RUN_DIR/bin/agenthub"
+}
+
+# bench_render TEMPLATE OUT KEY=VALUE...: copy TEMPLATE to OUT replacing every
+# @KEY@ by VALUE (for configs whose ports are picked at run time).
+bench_render() {
+    local in=$1 out=$2 kv expr=()
+    shift 2
+    for kv in "$@"; do expr+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
+    sed "${expr[@]}" "$in" >"$out"
+    ! grep -q '@[A-Z_]*@' "$out" || bench_die "unreplaced @KEY@ left in $out"
+}
+
+# nginx_start_as NAME CONF PORT WORKER_PROCESSES: like nginx_start, but pid
+# file, stdout and error log are named after NAME, so several nginx can run
+# at once (an upstream and a proxy). The conf must answer GET /healthz 200 on
+# PORT and must not set worker_processes, pid or daemon. Sets NGX_PID.
+nginx_start_as() {
+    local name=$1 conf=$2 port=$3 wp=$4
+    ! bench_port_busy "$port" || bench_die "port $port already in use; refusing to measure someone else's server"
+    nginx -p "$RUN_DIR/" -c "$conf" -e "$RUN_DIR/logs/${name}_error.log" \
+        -g "daemon off; worker_processes $wp; pid logs/$name.pid;" \
+        >"$RUN_DIR/logs/$name.out" 2>&1 &
+    NGX_PID=$!
+    BENCH_PIDS+=("$NGX_PID")
+    bench_wait_http_200 "http://127.0.0.1:$port/healthz" 10 ||
+        bench_die "nginx $name did not come up; see $RUN_DIR/logs/${name}_error.log"
+    bench_log "nginx $name pid $NGX_PID (worker_processes $wp) on 127.0.0.1:$port"
+}
+
+# mockllm_start NAME WORKERS [EXTRA ARGS]: `agenthub mock-llm` on a free
+# loopback port (port 0, read back from its "listening on" line), waits for
+# /healthz. Sets MOCK_PID and MOCK_PORT. Logs: RUN_DIR/logs/NAME.out/.err.
+mockllm_start() {
+    local name=$1 workers=$2 prefix="$RUN_DIR/logs/$1" tries
+    shift 2
+    : >"$prefix.out"
+    "$AGENTHUB_BIN" mock-llm --listen 127.0.0.1:0 --workers "$workers" "$@" \
+        >"$prefix.out" 2>"$prefix.err" &
+    MOCK_PID=$!
+    BENCH_PIDS+=("$MOCK_PID")
+    MOCK_PORT=""
+    for tries in $(seq 200 -1 1); do
+        MOCK_PORT=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$prefix.out" | head -1)
+        [[ -n "$MOCK_PORT" ]] && break
+        kill -0 "$MOCK_PID" 2>/dev/null || bench_die "mock-llm $name exited at start; see $prefix.err"
+        ((tries > 1)) && sleep 0.05
+    done
+    [[ -n "$MOCK_PORT" ]] || bench_die "mock-llm $name did not print its listening line"
+    bench_wait_http_200 "http://127.0.0.1:$MOCK_PORT/healthz" 10 || bench_die "mock-llm $name /healthz not 200"
+    bench_log "mock-llm $name pid $MOCK_PID ($workers workers) on 127.0.0.1:$MOCK_PORT"
+}
+
+# bench_wrk_lua LABEL CONNS DURATION URL LUA CPU_PID UP_PID [WRK ARGS...]:
+# like bench_wrk, but with any wrk script LUA that prints a WRK_RESULT line
+# (e.g. a POST), extra wrk arguments (-H ...), and a second server whose CPU
+# is reported apart (UP_PID: the upstream behind a gateway; "" = none).
+# Appends " cpu=<%> up=<%> wrk=<%> other=<%> foreign_wrk=<n>": CPU of CPU_PID
+# (+children), of UP_PID (+children), of wrk, of everything else (100 = one
+# core); foreign_wrk = most wrk processes not ours seen during the run
+# (polled every 0.5 s; > 0 means someone else's load overlapped: distrust).
+bench_wrk_lua() {
+    local label=$1 c=$2 dur=$3 url=$4 lua=$5 cpu_pid=${6:-} up_pid=${7:-}
+    shift 7
+    local out="$RUN_DIR/wrk/${label}_c${c}_${dur}.txt" t0=0 t1=0 u0=0 u1=0 w0 w1 b0 b1 k0 k1 wpid n foreign=0 rc=0
+    [[ -n "$cpu_pid" ]] && t0=$(bench_cpu_ticks "$cpu_pid")
+    [[ -n "$up_pid" ]] && u0=$(bench_cpu_ticks "$up_pid")
+    bench_child_ticks >"$RUN_DIR/tmp/k0.$BASHPID"
+    k0=$(<"$RUN_DIR/tmp/k0.$BASHPID")
+    b0=$(bench_busy_ticks)
+    w0=$EPOCHREALTIME
+    timeout $(($(bench_secs "$dur") + 30)) \
+        wrk -t1 -c"$c" -d"$dur" --timeout 10s --latency -s "$lua" "$@" "$url" >"$out" 2>&1 &
+    wpid=$!
+    local ours=""
+    while kill -0 "$wpid" 2>/dev/null; do
+        sleep 0.5
+        [[ -n "$ours" ]] || ours=$(pgrep -x -P "$wpid" wrk | head -1 || true)
+        [[ -n "$ours" ]] || continue
+        n=$(pgrep -x wrk | grep -vxF "$ours" | grep -c . || true)
+        ((n > foreign)) && foreign=$n
+    done
+    wait "$wpid" || rc=$?
+    ((rc == 0)) || bench_die "wrk failed ($label c=$c, status $rc); see $out"
+    w1=$EPOCHREALTIME
+    b1=$(bench_busy_ticks)
+    bench_child_ticks >"$RUN_DIR/tmp/k1.$BASHPID"
+    k1=$(<"$RUN_DIR/tmp/k1.$BASHPID")
+    [[ -n "$cpu_pid" ]] && t1=$(bench_cpu_ticks "$cpu_pid")
+    [[ -n "$up_pid" ]] && u1=$(bench_cpu_ticks "$up_pid")
+    local line
+    line=$(grep '^WRK_RESULT' "$out") || bench_die "no WRK_RESULT in $out"
+    awk -v l="$line" -v s=$((t1 - t0)) -v u=$((u1 - u0)) -v k=$((k1 - k0)) -v b=$((b1 - b0)) \
+        -v has="$cpu_pid" -v hasu="$up_pid" -v fw="$foreign" \
+        -v hz="$(getconf CLK_TCK)" -v w="$(awk -v a="$w0" -v b="$w1" 'BEGIN { print b - a }')" \
+        'BEGIN { f = 100 / hz / w; o = (b - s - u - k) * f; if (o < 0) o = 0
+                 printf "%s cpu=%s up=%s wrk=%.0f other=%.0f foreign_wrk=%d\n", l,
+                        has == "" ? "-" : sprintf("%.0f", s * f), hasu == "" ? "-" : sprintf("%.0f", u * f),
+                        k * f, o, fw }'
+}
+
+# bench_proc_fds PID: open file descriptors of PID
+bench_proc_fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }

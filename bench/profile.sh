@@ -38,6 +38,7 @@ AH_STDERR=/dev/null ah_start "$CONF" "$RUN_DIR/logs/agenthub"
 URL="http://127.0.0.1:$AH_PORT/healthz"
 
 [[ "$WARMUP" == 0 ]] || bench_wrk warmup "$CONNS" "$WARMUP" "$URL" >/dev/null
+if declare -F bench_wait_no_wrk >/dev/null; then bench_wait_no_wrk "${WRK_WAIT_MAX:-1800}"; fi
 bench_wait_quiet
 cg=()
 [[ "$CALLGRAPH" == none ]] || cg=(--call-graph "$CALLGRAPH")

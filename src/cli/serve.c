@@ -127,7 +127,11 @@ static int wait_signal(const sigset_t *set, double timeout_s)
 {
     struct timespec ts = {(time_t)timeout_s, (long)((timeout_s - (double)(time_t)timeout_s) * 1e9)};
     siginfo_t si;
-    int sig = timeout_s < 0 ? sigwaitinfo(set, &si) : sigtimedwait(set, &si, &ts);
+    int sig;
+    /* EINTR: SIGSTOP/SIGCONT, a debugger attaching: not a request to stop. */
+    do
+        sig = timeout_s < 0 ? sigwaitinfo(set, &si) : sigtimedwait(set, &si, &ts);
+    while (sig < 0 && errno == EINTR);
     return sig;
 }
 

@@ -29,17 +29,54 @@ static void conn_ref(conn_t *c)
     c->refs++;
 }
 
-void ah_http_conn_unref(conn_t *c)
+/* Connections kept per worker for reuse: allocating and freeing ~22 KB per
+ * connection fragments the heap under connection churn (RSS creeps up). */
+#define CONN_CACHE_MAX 256
+#define KEEP_BUF_MAX   (64u * 1024)
+
+static void conn_destroy(conn_t *c)
 {
-    if (--c->refs > 0)
-        return;
-    worker_t *w = c->w;
     ah_buf_free(&c->in);
     ah_buf_free(&c->out);
     ah_buf_free(&c->req.body);
     ah_arena_free(&c->req.arena);
     free(c);
+}
+
+void ah_http_conn_unref(conn_t *c)
+{
+    if (--c->refs > 0)
+        return;
+    worker_t *w = c->w;
+    if (w->n_free < CONN_CACHE_MAX && !w->draining) {
+        /* Keep it, with buffers of a normal size, for the next accept. */
+        if (c->in.cap > KEEP_BUF_MAX)
+            ah_buf_free(&c->in);
+        if (c->out.cap > KEEP_BUF_MAX)
+            ah_buf_free(&c->out);
+        if (c->req.body.cap > KEEP_BUF_MAX)
+            ah_buf_free(&c->req.body);
+        ah_buf_reset(&c->in);
+        ah_buf_reset(&c->out);
+        ah_buf_reset(&c->req.body);
+        ah_arena_reset(&c->req.arena);
+        c->next = w->free_conns;
+        w->free_conns = c;
+        w->n_free++;
+    } else {
+        conn_destroy(c);
+    }
     ah_http_worker_conn_gone(w);
+}
+
+void ah_http_conn_free_cache(worker_t *w)
+{
+    while (w->free_conns) {
+        conn_t *c = w->free_conns;
+        w->free_conns = c->next;
+        conn_destroy(c);
+    }
+    w->n_free = 0;
 }
 
 static void set_deadline(conn_t *c, enum deadline_kind kind, double secs)
@@ -51,19 +88,33 @@ static void set_deadline(conn_t *c, enum deadline_kind kind, double secs)
 void ah_http_conn_accept(worker_t *w, int fd, const struct sockaddr *sa, socklen_t slen)
 {
     const ah_http_server_opts_t *o = &w->srv->o;
-    conn_t *c = calloc(1, sizeof(*c));
-    if (!c) {
-        close(fd);
-        return;
+    conn_t *c = w->free_conns;
+    if (c) {
+        w->free_conns = c->next;
+        w->n_free--;
+        /* Keep the buffers and the arena; clear everything else. */
+        ah_buf_t in = c->in, out = c->out, body = c->req.body;
+        ah_arena_t arena = c->req.arena;
+        memset(c, 0, sizeof(*c));
+        c->in = in;
+        c->out = out;
+        c->req.body = body;
+        c->req.arena = arena;
+    } else {
+        c = calloc(1, sizeof(*c));
+        if (!c) {
+            close(fd);
+            return;
+        }
+        ah_buf_init(&c->in, 0);
+        ah_buf_init(&c->out, 0);
+        ah_buf_init(&c->req.body, o->max_body_bytes);
+        ah_arena_init(&c->req.arena, 4096, o->arena_cap);
     }
     c->w = w;
     c->fd = fd;
     c->refs = 1; /* the open socket */
     c->state = C_HEAD;
-    ah_buf_init(&c->in, 0);
-    ah_buf_init(&c->out, 0);
-    ah_buf_init(&c->req.body, o->max_body_bytes);
-    ah_arena_init(&c->req.arena, 4096, o->arena_cap);
     c->req.conn = c;
     char ip[INET6_ADDRSTRLEN] = "?";
     int port = 0;

@@ -86,6 +86,8 @@ struct worker {
     struct event *tick_ev;
     conn_t *conns;
     long n_conns;
+    conn_t *free_conns; /* closed connections kept for reuse with their buffers */
+    int n_free;
     atomic_long stat_conns;
     atomic_long stat_in_flight;
     atomic_ullong stat_accepted;
@@ -96,6 +98,8 @@ struct worker {
     ah_buf_t access_log;
     char date[40];
     time_t date_sec;
+    char log_ts[24]; /* access log: "YYYY-MM-DDTHH:MM:SS" of log_sec */
+    time_t log_sec;
     uint64_t rng[2]; /* request-id generator state */
 };
 
@@ -120,6 +124,7 @@ void ah_http_conn_tick(worker_t *w, uint64_t now);
 void ah_http_conn_flush(conn_t *c);
 void ah_http_conn_unref(conn_t *c);
 void ah_http_conn_drain(conn_t *c);
+void ah_http_conn_free_cache(worker_t *w);
 void ah_http_conn_request_done(conn_t *c); /* the terminal call was made */
 
 /* response.c */
