@@ -14,6 +14,7 @@ static void usage(FILE *f)
           "  config show    print the effective configuration (secrets masked)\n"
           "  migrate        apply database migrations\n"
           "  keys           create, list and revoke API keys\n"
+          "  agents         apply, list, get, version and roll back agents\n"
           "  mock-llm       serve the mock model over HTTP (OpenAI + Anthropic) for tests and "
           "benchmarks\n"
           "  version        print the version\n"
@@ -42,8 +43,9 @@ static int cmd_version(int argc, char **argv)
 }
 
 static const command_t commands[] = {
-    {"serve", ah_cli_serve}, {"config", ah_cli_config},     {"migrate", ah_cli_migrate},
-    {"keys", ah_cli_keys},   {"mock-llm", ah_cli_mock_llm}, {"version", cmd_version},
+    {"serve", ah_cli_serve},  {"config", ah_cli_config}, {"migrate", ah_cli_migrate},
+    {"keys", ah_cli_keys},    {"agents", ah_cli_agents}, {"mock-llm", ah_cli_mock_llm},
+    {"version", cmd_version},
 };
 
 int main(int argc, char **argv)

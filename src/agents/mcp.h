@@ -87,7 +87,8 @@ typedef struct ah_mcp_server_opts {
     size_t max_pending;       /* calls waiting or in flight; 0: 64 */
     unsigned max_restarts;    /* (re)connects allowed per restart_window_s; 0: 5 */
     double restart_window_s;  /* <= 0: 60 */
-    double kill_grace_s;      /* stdio, at free: stdin closed, SIGTERM at grace/2, SIGKILL at grace; <= 0: 2 */
+    double kill_grace_s; /* stdio, at free: stdin closed, SIGTERM at grace/2, SIGKILL at grace; <=
+                            0: 2 */
 } ah_mcp_server_opts_t;
 
 /* A tool as the server listed it. All strings are NUL-terminated and owned by the client. */
@@ -98,15 +99,15 @@ typedef struct ah_mcp_tool {
 } ah_mcp_tool_t;
 
 typedef struct ah_mcp_client_stats {
-    int pid;                  /* stdio: the running server's pid, 0 when none */
-    unsigned connects;        /* connection attempts (spawns / initialize requests) */
-    unsigned exits;           /* stdio: server processes that ended while in use */
-    unsigned session_reinits; /* HTTP: sessions found gone (404) and re-initialised */
-    unsigned long calls_ok;   /* calls answered (isError or not) */
+    int pid;                    /* stdio: the running server's pid, 0 when none */
+    unsigned connects;          /* connection attempts (spawns / initialize requests) */
+    unsigned exits;             /* stdio: server processes that ended while in use */
+    unsigned session_reinits;   /* HTTP: sessions found gone (404) and re-initialised */
+    unsigned long calls_ok;     /* calls answered (isError or not) */
     unsigned long calls_failed; /* calls ended with rc != 0 (not counting cancels) */
-    size_t pending;           /* calls waiting or in flight */
-    bool ready;               /* initialised and usable right now */
-    bool tools_stale;         /* the server said notifications/tools/list_changed */
+    size_t pending;             /* calls waiting or in flight */
+    bool ready;                 /* initialised and usable right now */
+    bool tools_stale;           /* the server said notifications/tools/list_changed */
 } ah_mcp_client_stats_t;
 
 /**

@@ -8,8 +8,8 @@
  * transport moves bytes and reports back through the ah_mcp_core_* functions.
  * A transport never calls back into the core synchronously from a function
  * the core called (send, stop), only from its own loop events; every such
- * event handler brackets its work with mcp_enter / mcp_leave, which is what
- * makes freeing the client from a user callback safe (see mcp_leave).
+ * event handler brackets its work with ah_mcp_enter / ah_mcp_leave, which is what
+ * makes freeing the client from a user callback safe (see ah_mcp_leave).
  */
 #ifndef AH_AGENTS_MCP_INTERNAL_H
 #define AH_AGENTS_MCP_INTERNAL_H
@@ -48,11 +48,10 @@ struct ah_mcp_call {
     json_t *args;
     ah_mcp_call_cb cb;
     void *ud;
-    void *post;   /* HTTP: the POST carrying it while in flight (owned by mcp_http.c) */
-    int fail_rc;  /* != 0: on the failing list, delivered by the timer */
+    void *post;  /* HTTP: the POST carrying it while in flight (owned by mcp_http.c) */
+    int fail_rc; /* != 0: on the failing list, delivered by the timer */
     char *fail_msg;
     bool retried; /* HTTP: already re-sent once after a lost session */
-    uint64_t deadline_ns;
 };
 
 typedef struct mcp_waiter {
@@ -94,8 +93,8 @@ struct ah_mcp_client {
     struct event *kick;
     struct event *connect_timer; /* init deadline (CONNECTING) or backoff end (BACKOFF) */
 
-    bool want_list;  /* a connect asked for tools/list after the handshake */
-    bool listing;    /* a tools/list sequence is in flight */
+    bool want_list; /* a connect asked for tools/list after the handshake */
+    bool listing;   /* a tools/list sequence is in flight */
     bool ever_listed;
     bool server_has_tools;
     size_t list_pages;
@@ -110,7 +109,7 @@ struct ah_mcp_client {
     uint64_t next_attempt_ns;
 
     int depth;   /* loop callbacks of this client on the stack */
-    bool doomed; /* ah_mcp_client_free was called inside one; finish in mcp_leave */
+    bool doomed; /* ah_mcp_client_free was called inside one; finish in ah_mcp_leave */
 
     ah_mcp_client_stats_t st;
     mcp_stdio_t *stdio;
@@ -123,13 +122,13 @@ struct ah_mcp_client {
 /* ---- core, for the transports ---- */
 
 /** Marks the start of a loop callback working on c. */
-static inline void mcp_enter(ah_mcp_client_t *c)
+static inline void ah_mcp_enter(ah_mcp_client_t *c)
 {
     c->depth++;
 }
 
 /** Ends it; may free c (when doomed and outermost). Do not touch c afterwards. */
-void mcp_leave(ah_mcp_client_t *c);
+void ah_mcp_leave(ah_mcp_client_t *c);
 
 /** One complete JSON-RPC message (object or batch array) from the server. */
 void ah_mcp_core_message(ah_mcp_client_t *c, const char *p, size_t n);

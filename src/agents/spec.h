@@ -49,9 +49,9 @@
 
 #define AH_AGENT_API_VERSION      "agenthub/v1"
 #define AH_AGENT_KIND             "Agent"
-#define AH_AGENT_NAME_MAX         64           /* [a-z0-9][a-z0-9_-]{0,63} */
+#define AH_AGENT_NAME_MAX         64            /* [a-z0-9][a-z0-9_-]{0,63} */
 #define AH_AGENT_DOC_MAX_BYTES    (1024 * 1024) /* one source (file or request body) */
-#define AH_AGENT_MAX_DOCS         256          /* agents in one source */
+#define AH_AGENT_MAX_DOCS         256           /* agents in one source */
 #define AH_AGENT_MAX_TOOLS        128
 #define AH_AGENT_INSTRUCTIONS_MAX (256 * 1024)
 #define AH_AGENT_MAX_HANDOFFS     32
@@ -91,7 +91,7 @@ typedef struct ah_agent_tool {
         const char *url;    /* may hold {param} placeholders */
         const char *method; /* GET (default), POST, PUT, PATCH, DELETE */
         const ah_agent_kv_t *headers;
-        size_t n_headers; /* values kept as written: ${ENV} is expanded at call time */
+        size_t n_headers;          /* values kept as written: ${ENV} is expanded at call time */
         size_t max_response_bytes; /* default 1 MiB */
     } http;
     struct {
@@ -193,8 +193,8 @@ typedef struct ah_agent_errors {
 /**
  * Parses len bytes of text (need not be NUL-terminated) holding one or more
  * agent documents. source names the text in messages ("agents/support.yaml",
- * "<request>"). fmt AUTO treats text starting with '{' or '[' as JSON (and,
- * if that fails, as YAML flow style), anything else as YAML.
+ * "<request>"). fmt AUTO treats text starting with '{' or '[' as JSON
+ * (YAML flow style needs fmt YAML), anything else as YAML.
  *
  * Returns 0 and fills out (empty documents are skipped; out->n may be 0 for
  * a source holding only comments), or, with out empty and every problem

@@ -37,6 +37,17 @@ static const api_route_t routes[] = {
     {AH_HTTP_GET, "/v1/keys/{id}/limits", ah_api_key_limits_get, AH_ROLE_ADMIN},
     {AH_HTTP_PUT, "/v1/keys/{id}/limits", ah_api_key_limits_put, AH_ROLE_ADMIN},
     {AH_HTTP_GET, "/v1/usage", ah_api_usage, AH_ROLE_VIEWER},
+    {AH_HTTP_POST, "/v1/agents", ah_api_agents_create, AH_ROLE_DEVELOPER},
+    {AH_HTTP_GET, "/v1/agents", ah_api_agents_list, AH_ROLE_VIEWER},
+    {AH_HTTP_GET, "/v1/agents/{name}", ah_api_agents_get, AH_ROLE_VIEWER},
+    {AH_HTTP_DELETE, "/v1/agents/{name}", ah_api_agents_archive, AH_ROLE_DEVELOPER},
+    {AH_HTTP_GET, "/v1/agents/{name}/versions", ah_api_agents_versions, AH_ROLE_VIEWER},
+    {AH_HTTP_POST, "/v1/agents/{name}/rollback", ah_api_agents_rollback, AH_ROLE_DEVELOPER},
+    {AH_HTTP_POST, "/v1/agents/{name}/runs", ah_api_runs_create, AH_ROLE_USER},
+    {AH_HTTP_GET, "/v1/runs", ah_api_runs_list, AH_ROLE_VIEWER},
+    {AH_HTTP_GET, "/v1/runs/{id}", ah_api_runs_get, AH_ROLE_VIEWER},
+    {AH_HTTP_GET, "/v1/runs/{id}/events", ah_api_runs_events, AH_ROLE_VIEWER},
+    {AH_HTTP_POST, "/v1/runs/{id}/cancel", ah_api_runs_cancel, AH_ROLE_USER},
 };
 
 int ah_api_register(ah_router_t *r)
@@ -184,6 +195,9 @@ void ah_api_on_worker_start(ah_loop_t *loop, int index, void *ud)
     if (app->gateway && ah_gateway_attach(app->gateway, loop) != 0)
         ah_log(AH_LOG_ERROR, "gateway", "cannot create the upstream client for a worker",
                AH_LF_INT("worker", index), AH_LF_END);
+    if (app->runtime && ah_runtime_attach(app->runtime, loop) != 0)
+        ah_log(AH_LOG_ERROR, "runtime", "cannot create the tool clients for a worker",
+               AH_LF_INT("worker", index), AH_LF_END);
 }
 
 void ah_api_on_worker_stop(ah_loop_t *loop, int index, void *ud)
@@ -191,6 +205,8 @@ void ah_api_on_worker_stop(ah_loop_t *loop, int index, void *ud)
     ah_app_t *app = ud;
     (void)loop;
     (void)index;
+    if (app->runtime)
+        ah_runtime_detach(app->runtime);
     if (app->gateway)
         ah_gateway_detach(app->gateway);
     if (app->limits)

@@ -11,6 +11,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "agents/registry.h"
+#include "agents/runtime.h"
 #include "auth/keyring.h"
 #include "gateway/gateway.h"
 #include "gateway/limits.h"
@@ -27,11 +29,13 @@ typedef struct ah_app {
     ah_keyring_t *keyring;
     ah_http_server_t *server;
     ah_gateway_t *gateway;
-    ah_limits_t *limits;   /* rate limits and budgets (gateway/limits.h) */
-    ah_usage_t *usage;     /* usage recorder (gateway/usage.h) */
-    int64_t started_at;    /* unix seconds */
-    atomic_bool store_ok;  /* last store ping succeeded (set by the health thread) */
-    atomic_bool schema_ok; /* migrations current */
+    ah_limits_t *limits;     /* rate limits and budgets (gateway/limits.h) */
+    ah_usage_t *usage;       /* usage recorder (gateway/usage.h) */
+    ah_registry_t *registry; /* agent specs (agents/registry.h) */
+    ah_runtime_t *runtime;   /* runs (agents/runtime.h) */
+    int64_t started_at;      /* unix seconds */
+    atomic_bool store_ok;    /* last store ping succeeded (set by the health thread) */
+    atomic_bool schema_ok;   /* migrations current */
     atomic_int schema_version;
 } ah_app_t;
 
@@ -71,5 +75,19 @@ void ah_api_keys_revoke(ah_http_req_t *req, ah_app_t *app, const ah_principal_t 
 void ah_api_key_limits_get(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
 void ah_api_key_limits_put(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
 void ah_api_usage(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_runs_create(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_runs_cancel(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_runs_list(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_runs_get(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_runs_events(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+/** "model": "agent:NAME" on /v1/chat/completions (body already validated). */
+void ah_api_agent_chat(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who,
+                       const char *agent, const char *body, size_t n);
+void ah_api_agents_create(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_agents_list(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_agents_get(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_agents_versions(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_agents_rollback(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_agents_archive(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
 
 #endif

@@ -368,6 +368,11 @@ static void start(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who, 
     snprintf(x->model, sizeof(x->model), "%s", x->gr.model);
     x->gr.model = x->model;
     x->gr.request_id = x->request_id;
+    if (kind == AH_GW_CHAT && strncmp(x->model, "agent:", 6) == 0 && app->runtime) {
+        ah_api_agent_chat(req, app, who, x->model + 6, x->gr.body, x->gr.len);
+        free(x);
+        return;
+    }
     if (!ah_gateway_model(app->gateway, x->model)) {
         char msg[400];
         snprintf(msg, sizeof(msg),
@@ -429,6 +434,18 @@ void ah_api_models(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who)
             }
             ah_buf_putc(&b, '}');
         }
+    }
+    char **agents = NULL;
+    size_t n_agents = 0;
+    if (app->registry && ah_registry_names(app->registry, &agents, &n_agents) == 0) {
+        for (size_t i = 0; i < n_agents; i++) {
+            ah_buf_puts(&b, first ? "{\"id\":\"agent:" : ",{\"id\":\"agent:");
+            first = false;
+            ah_buf_json_escape(&b, agents[i], strlen(agents[i]));
+            ah_buf_printf(&b, "\",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"agenthub\"}",
+                          (long long)app->started_at);
+        }
+        ah_registry_names_free(agents, n_agents);
     }
     ah_buf_puts(&b, "]}");
     ah_http_reply_json(req, 200, b.data, b.len);

@@ -24,6 +24,13 @@ int ah_cli_migrate(int argc, char **argv);
 int ah_cli_keys(int argc, char **argv);
 
 /**
+ * `agenthub agents apply|list|get|versions|rollback|archive`: the agent
+ * registry against the store (agents_cmd.c). Returns the exit code: 0, 1
+ * runtime failure, 2 usage or invalid documents.
+ */
+int ah_cli_agents(int argc, char **argv);
+
+/**
  * Loads the configuration for a command (path NULL = ./agenthub.yaml if
  * present, else the built-in defaults; the process environment applies).
  * On success returns 0 and fills out (the caller frees it with

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agents/sandbox.h"
 #include "api/api.h"
 #include "cli/cli.h"
 #include "core/clock.h"
@@ -120,6 +121,20 @@ static void banner(const ah_app_t *app, const char *addr, int workers)
                "\"hello\"}]}'\n",
                addr, cfg->models[0].name);
     fflush(stdout);
+}
+
+/* Exec tools need the sandbox: say so at start when it does not work here. */
+static void sandbox_check(void)
+{
+    ah_sandbox_info_t info;
+    ah_sandbox_probe(&info);
+    if (info.ok)
+        ah_log(AH_LOG_INFO, "sandbox", "sandbox available", AH_LF_STR("bwrap", info.bwrap),
+               AH_LF_STR("version", info.version), AH_LF_DBL("probe_ms", info.probe_ms), AH_LF_END);
+    else
+        ah_log(AH_LOG_WARN, "sandbox",
+               "sandbox unavailable: exec tools refuse to run unless they say sandbox: none",
+               AH_LF_STR("reason", info.reason), AH_LF_END);
 }
 
 /* Waits for SIGTERM/SIGINT; returns the signal. */
@@ -240,6 +255,41 @@ int ah_cli_serve(int argc, char **argv)
     }
     health_check(&app, true);
 
+    /* Agents: apply agents_dir (like `agenthub agents apply -f DIR`), then cache them. */
+    if (cfg.agents_dir && cfg.agents_dir[0]) {
+        ah_buf_t report = AH_BUF_INIT, text = AH_BUF_INIT;
+        ah_agent_errors_t aerrs = AH_AGENT_ERRORS_INIT;
+        rc = ah_registry_apply_path(app.store, &cfg, cfg.agents_dir, "agents_dir", 0, &report,
+                                    &aerrs);
+        for (char *line = report.data, *nl; line && *line; line = nl + 1) {
+            nl = strchr(line, '\n');
+            if (!nl)
+                break;
+            *nl = '\0';
+            ah_log(AH_LOG_INFO, "agents", "agent applied", AH_LF_STR("result", line), AH_LF_END);
+        }
+        if (rc < 0) {
+            ah_agent_errors_format(&aerrs, &text);
+            fprintf(stderr, "agenthub serve: agents_dir %s: %s%s", cfg.agents_dir,
+                    text.data ? "invalid agents:\n" : strerror(-rc), text.data ? text.data : "\n");
+            ah_log(AH_LOG_ERROR, "agents", "cannot apply agents_dir",
+                   AH_LF_STR("dir", cfg.agents_dir),
+                   AH_LF_STR("error", text.data ? text.data : strerror(-rc)), AH_LF_END);
+        }
+        ah_buf_free(&report);
+        ah_buf_free(&text);
+        ah_agent_errors_free(&aerrs);
+        if (rc < 0) {
+            exit_code = 2;
+            goto out;
+        }
+    }
+    app.registry = ah_registry_new(app.store, 1.0);
+    if (!app.registry || (rc = ah_registry_start(app.registry)) != 0) {
+        ah_log(AH_LOG_ERROR, "agents", "cannot load the agent registry", AH_LF_END);
+        goto out;
+    }
+
     router = ah_router_new();
     if (!router || ah_api_register(router) != 0) {
         ah_log(AH_LOG_ERROR, "http", "cannot build the route table", AH_LF_END);
@@ -289,6 +339,19 @@ int ah_cli_serve(int argc, char **argv)
         ah_log(AH_LOG_ERROR, "limits", "cannot start rate limits and usage accounting", AH_LF_END);
         goto out;
     }
+    /* Runs attribute their model calls to the usage recorder: after it exists. */
+    ah_runtime_deps_t rd = {.cfg = &cfg,
+                            .store = app.store,
+                            .gateway = app.gateway,
+                            .registry = app.registry,
+                            .usage = app.usage};
+    app.runtime = ah_runtime_new(&rd);
+    if (!app.runtime) {
+        ah_log(AH_LOG_ERROR, "runtime", "cannot create the agent runtime", AH_LF_END);
+        goto out;
+    }
+    ah_runtime_metrics_init(app.runtime);
+    sandbox_check();
     pthread_mutex_init(&health.mu, NULL);
     pthread_cond_init(&health.cv, NULL);
     if (pthread_create(&health.thread, NULL, health_main, &health) == 0)
@@ -349,8 +412,10 @@ out:
         ah_http_server_wait(app.server, 0); /* never started or failed: stop what runs */
     ah_keyring_free(app.keyring);
     ah_http_server_free(app.server);
-    ah_limits_free(app.limits); /* workers have stopped and detached */
-    ah_usage_free(app.usage);   /* writes the last rows: before the store closes */
+    ah_runtime_free(app.runtime);   /* workers have detached */
+    ah_registry_free(app.registry); /* after the workers: handlers may hold it */
+    ah_limits_free(app.limits);     /* workers have stopped and detached */
+    ah_usage_free(app.usage);       /* writes the last rows: before the store closes */
     ah_router_free(router);
     ah_gateway_free(app.gateway);
     ah_store_close(app.store);

@@ -1,0 +1,1201 @@
+/*
+ * runtime.c - the run state machine; see runtime.h.
+ *
+ *   start -> persist(insert) -> prepare tools -> turn:
+ *     turn: limits -> persist(state) -> model call (gateway, streamed)
+ *       -> assistant message -> no tool calls: complete
+ *                            -> tool calls (parallel) -> results -> [handoff] -> turn
+ *   any step: timeout, cancel, error -> fail/cancel -> persist(final) -> observer.done
+ *
+ * Lifetime: a run is held (busy) by every entry point running on it (store,
+ * gateway and tool callbacks, timers); it is freed when it finished and the
+ * outermost entry point returns.
+ */
+#include "agents/runtime.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "agents/tools.h"
+#include "core/clock.h"
+#include "core/ids.h"
+#include "core/log.h"
+#include "gateway/usage.h"
+#include "obs/metrics.h"
+
+typedef struct rt_worker {
+    ah_runtime_t *rt;
+    ah_loop_t *loop;
+    ah_tools_worker_t *tools;
+    uint64_t rng;
+} rt_worker_t;
+
+static _Thread_local rt_worker_t *tl_worker;
+
+typedef struct active_run {
+    struct active_run *next;
+    char id[48];
+    ah_loop_t *loop;
+    ah_run_t *run;
+} active_run_t;
+
+typedef struct agent_count {
+    struct agent_count *next;
+    char name[80];
+    int n;
+} agent_count_t;
+
+struct ah_runtime {
+    ah_runtime_deps_t d;
+    pthread_mutex_t mu; /* guards active and counts */
+    active_run_t *active;
+    agent_count_t *counts;
+    ah_metric_family_t *m_runs, *m_duration, *m_turns, *m_tools, *m_tool_dur;
+};
+
+typedef struct tool_call {
+    char *id, *name, *args;
+    ah_tool_exec_t *exec;
+    bool done, is_error;
+    char *result;
+    uint64_t t0;
+    struct ah_run *run;
+} tool_call_t;
+
+/* Streamed tool call being assembled from chunk deltas. */
+typedef struct acc_call {
+    ah_buf_t id, name, args;
+} acc_call_t;
+
+struct ah_run {
+    ah_runtime_t *rt;
+    rt_worker_t *w;
+    ah_loop_t *loop;
+    ah_agent_spec_t *spec;
+    ah_run_rec_t rec;
+    json_t *messages;
+    ah_tool_catalog_t cat;
+    bool cat_ready;
+    ah_run_observer_t obs;
+    void *ud;
+    bool observing;
+    /* events not yet stored */
+    ah_run_event_t *pev;
+    size_t n_pev, cap_pev;
+    /* limits */
+    int max_turns, loop_detect, max_calls;
+    int64_t max_tokens;
+    double max_cost, timeout_s;
+    json_t *seen_calls;
+    /* model call */
+    ah_gw_call_t *gw;
+    int gw_status;
+    ah_buf_t gw_err, content, frame;
+    ah_buf_t req_body; /* the model request: must outlive the gateway call */
+    acc_call_t *acc;
+    size_t n_acc;
+    ah_llm_usage_t usage;
+    bool gw_broken;
+    /* tools */
+    tool_call_t *calls;
+    size_t n_calls, n_pending;
+    char *handoff_to;
+    /* flow */
+    struct event *timer;
+    bool persisting;
+    void (*after_persist)(struct ah_run *);
+    bool finished, final_stored, counted;
+    int busy;
+    uint64_t t_start;
+    char request_id[72];
+};
+
+static void turn(ah_run_t *r);
+static void fail(ah_run_t *r, const char *code, const char *msg);
+static void finish(ah_run_t *r, const char *status, const char *code, const char *msg);
+
+/* ---- lifetime ---- */
+
+static void run_free(ah_run_t *r)
+{
+    ah_runtime_t *rt = r->rt;
+    pthread_mutex_lock(&rt->mu);
+    for (active_run_t **pp = &rt->active; *pp; pp = &(*pp)->next) {
+        if ((*pp)->run == r) {
+            active_run_t *a = *pp;
+            *pp = a->next;
+            free(a);
+            break;
+        }
+    }
+    if (r->counted) {
+        for (agent_count_t *c = rt->counts; c; c = c->next)
+            if (strcmp(c->name, r->rec.agent) == 0)
+                c->n--;
+    }
+    pthread_mutex_unlock(&rt->mu);
+    if (r->gw)
+        ah_gateway_cancel(r->gw);
+    for (size_t i = 0; i < r->n_calls; i++) {
+        ah_tool_cancel(r->calls[i].exec);
+        free(r->calls[i].id);
+        free(r->calls[i].name);
+        free(r->calls[i].args);
+        free(r->calls[i].result);
+    }
+    free(r->calls);
+    for (size_t i = 0; i < r->n_acc; i++) {
+        ah_buf_free(&r->acc[i].id);
+        ah_buf_free(&r->acc[i].name);
+        ah_buf_free(&r->acc[i].args);
+    }
+    free(r->acc);
+    for (size_t i = 0; i < r->n_pev; i++)
+        free(r->pev[i].data);
+    free(r->pev);
+    if (r->timer)
+        event_free(r->timer);
+    ah_tool_catalog_free(&r->cat);
+    json_decref(r->messages);
+    json_decref(r->seen_calls);
+    ah_buf_free(&r->gw_err);
+    ah_buf_free(&r->content);
+    ah_buf_free(&r->frame);
+    ah_buf_free(&r->req_body);
+    free(r->handoff_to);
+    ah_run_rec_free(&r->rec);
+    ah_agent_spec_unref(r->spec);
+    free(r);
+}
+
+static void hold(ah_run_t *r)
+{
+    r->busy++;
+    ah_log_ctx_set_run(r->rec.id);
+}
+
+static void release(ah_run_t *r)
+{
+    if (--r->busy == 0) {
+        ah_log_ctx_set_run(NULL);
+        if (r->final_stored)
+            run_free(r);
+    }
+}
+
+/* ---- events and persistence ---- */
+
+static void emit(ah_run_t *r, const char *type, json_t *data)
+{
+    char *s = data ? json_dumps(data, JSON_COMPACT) : strdup("{}");
+    json_decref(data);
+    if (!s)
+        return;
+    if (r->n_pev == r->cap_pev) {
+        size_t cap = r->cap_pev ? r->cap_pev * 2 : 16;
+        ah_run_event_t *nv = realloc(r->pev, cap * sizeof(*nv));
+        if (!nv) {
+            free(s);
+            return;
+        }
+        r->pev = nv;
+        r->cap_pev = cap;
+    }
+    ah_run_event_t *e = &r->pev[r->n_pev++];
+    memset(e, 0, sizeof(*e));
+    snprintf(e->run_id, sizeof(e->run_id), "%s", r->rec.id);
+    e->seq = ++r->rec.last_event_seq;
+    snprintf(e->type, sizeof(e->type), "%s", type);
+    e->data = s;
+    e->ts = ah_wall_ms();
+    if (r->observing && r->obs.event)
+        r->obs.event(r->ud, e->seq, type, s, strlen(s));
+}
+
+typedef struct persist_job {
+    ah_run_rec_t rec;
+    ah_run_event_t *ev;
+    size_t n;
+    bool insert;
+    ah_run_t *run;
+} persist_job_t;
+
+static int persist_work(ah_db_t *db, void *arg)
+{
+    persist_job_t *j = arg;
+    int rc = j->insert ? ah_store_run_insert(db, &j->rec) : ah_store_run_update(db, &j->rec);
+    if (rc == 0 && j->n)
+        rc = ah_store_run_events_append(db, j->ev, j->n);
+    return rc;
+}
+
+static void persist_done(int rc, void *arg)
+{
+    persist_job_t *j = arg;
+    ah_run_t *r = j->run;
+    for (size_t i = 0; i < j->n; i++)
+        free(j->ev[i].data);
+    free(j->ev);
+    ah_run_rec_free(&j->rec);
+    bool inserted = j->insert;
+    free(j);
+    hold(r);
+    r->persisting = false;
+    void (*next)(ah_run_t *) = r->after_persist;
+    r->after_persist = NULL;
+    if (rc) {
+        ah_log(AH_LOG_ERROR, "runtime", "cannot store the run", AH_LF_INT("rc", rc), AH_LF_END);
+        if (!r->finished)
+            fail(r, "store_error", "the run could not be stored");
+        else
+            r->final_stored = true; /* nothing more can be done */
+    } else {
+        if (inserted && r->observing && r->obs.created)
+            r->obs.created(r->ud, &r->rec);
+        if (next)
+            next(r);
+    }
+    release(r);
+}
+
+/* Stores the run row and the pending events, then calls next (on the loop). */
+static void persist(ah_run_t *r, bool insert, void (*next)(ah_run_t *))
+{
+    persist_job_t *j = calloc(1, sizeof(*j));
+    char *state = NULL;
+    json_t *st = json_pack("{s:O, s:s, s:i}", "messages", r->messages, "agent",
+                           r->spec ? r->spec->name : r->rec.agent, "turn", r->rec.turns);
+    if (st) {
+        state = json_dumps(st, JSON_COMPACT);
+        json_decref(st);
+    }
+    free(r->rec.state);
+    r->rec.state = state;
+    r->rec.updated_at = ah_wall_ms();
+    if (!j || ah_run_rec_copy(&j->rec, &r->rec) != 0) {
+        free(j);
+        fail(r, "store_error", "out of memory storing the run");
+        return;
+    }
+    j->ev = r->pev;
+    j->n = r->n_pev;
+    r->pev = NULL;
+    r->n_pev = r->cap_pev = 0;
+    j->insert = insert;
+    j->run = r;
+    r->persisting = true;
+    r->after_persist = next;
+    int rc =
+        ah_store_submit(r->rt->d.store, AH_STORE_WRITE, persist_work, persist_done, r->loop, j);
+    if (rc) {
+        r->persisting = false;
+        r->after_persist = NULL;
+        for (size_t i = 0; i < j->n; i++)
+            free(j->ev[i].data);
+        free(j->ev);
+        ah_run_rec_free(&j->rec);
+        free(j);
+        if (!r->finished)
+            fail(r, "store_busy", "the store is busy; retry the run");
+        else
+            r->final_stored = true;
+    }
+}
+
+/* ---- the end ---- */
+
+static void notify_done(ah_run_t *r)
+{
+    r->final_stored = true;
+    ah_runtime_t *rt = r->rt;
+    char st[24];
+    snprintf(st, sizeof(st), "%s", r->rec.status);
+    ah_counter_inc(ah_metrics_series(rt->m_runs, r->rec.agent, st));
+    ah_hist_observe(ah_metrics_series(rt->m_duration, r->rec.agent),
+                    (double)(ah_mono_ns() - r->t_start) / 1e9);
+    ah_log(AH_LOG_INFO, "runtime", "run finished", AH_LF_STR("agent", r->rec.agent),
+           AH_LF_STR("status", r->rec.status), AH_LF_INT("turns", r->rec.turns),
+           AH_LF_STR("error_code", r->rec.error_code ? r->rec.error_code : ""), AH_LF_END);
+    if (r->observing && r->obs.done) {
+        r->observing = false;
+        r->obs.done(r->ud, &r->rec);
+    }
+}
+
+static void finish(ah_run_t *r, const char *status, const char *code, const char *msg)
+{
+    if (r->finished)
+        return;
+    r->finished = true;
+    if (r->gw) {
+        ah_gateway_cancel(r->gw);
+        r->gw = NULL;
+    }
+    for (size_t i = 0; i < r->n_calls; i++) {
+        ah_tool_cancel(r->calls[i].exec);
+        r->calls[i].exec = NULL;
+    }
+    if (r->timer)
+        event_del(r->timer);
+    snprintf(r->rec.status, sizeof(r->rec.status), "%s", status);
+    r->rec.finished_at = ah_wall_ms();
+    if (code) {
+        free(r->rec.error_code);
+        free(r->rec.error);
+        r->rec.error_code = strdup(code);
+        r->rec.error = strdup(msg ? msg : code);
+    }
+    if (strcmp(status, AH_RUN_COMPLETED) == 0) {
+        emit(r, "run.completed",
+             json_pack("{s:s?, s:{s:I, s:I, s:f}, s:i}", "output", r->rec.output, "usage",
+                       "prompt_tokens", (json_int_t)r->rec.prompt_tokens, "completion_tokens",
+                       (json_int_t)r->rec.completion_tokens, "cost_usd", r->rec.cost_usd, "turns",
+                       r->rec.turns));
+    } else if (strcmp(status, AH_RUN_CANCELLED) == 0) {
+        emit(r, "run.cancelled", json_pack("{s:s}", "reason", msg ? msg : "cancelled"));
+    } else {
+        emit(r, "run.failed",
+             json_pack("{s:s, s:s}", "code", code ? code : "error", "message", msg ? msg : ""));
+    }
+    if (r->persisting)
+        r->after_persist = notify_done; /* the in-flight write finishes first */
+    else
+        persist(r, false, notify_done);
+}
+
+static void fail(ah_run_t *r, const char *code, const char *msg)
+{
+    finish(r, AH_RUN_FAILED, code, msg);
+}
+
+static void on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    ah_run_t *r = arg;
+    (void)fd;
+    (void)what;
+    hold(r);
+    char msg[96];
+    snprintf(msg, sizeof(msg), "the run took longer than its limit of %g s", r->timeout_s);
+    fail(r, "timeout", msg);
+    release(r);
+}
+
+/* ---- model call ---- */
+
+static void acc_reset(ah_run_t *r)
+{
+    for (size_t i = 0; i < r->n_acc; i++) {
+        ah_buf_free(&r->acc[i].id);
+        ah_buf_free(&r->acc[i].name);
+        ah_buf_free(&r->acc[i].args);
+    }
+    free(r->acc);
+    r->acc = NULL;
+    r->n_acc = 0;
+    ah_buf_reset(&r->content);
+    ah_buf_reset(&r->gw_err);
+    ah_buf_reset(&r->frame);
+    memset(&r->usage, 0, sizeof(r->usage));
+    r->gw_status = 0;
+    r->gw_broken = false;
+}
+
+static void acc_chunk(ah_run_t *r, const char *json, size_t n)
+{
+    json_t *c = json_loadb(json, n, 0, NULL);
+    if (!c)
+        return;
+    json_t *err = json_object_get(c, "error");
+    if (err) {
+        const char *m = json_string_value(json_object_get(err, "message"));
+        ah_buf_reset(&r->gw_err);
+        ah_buf_puts(&r->gw_err, m ? m : "the model stream failed");
+        r->gw_broken = true;
+    }
+    json_t *u = json_object_get(c, "usage");
+    if (json_is_object(u)) {
+        r->usage.present = true;
+        r->usage.prompt_tokens = json_integer_value(json_object_get(u, "prompt_tokens"));
+        r->usage.completion_tokens = json_integer_value(json_object_get(u, "completion_tokens"));
+        r->usage.cached_tokens = json_integer_value(
+            json_object_get(json_object_get(u, "prompt_tokens_details"), "cached_tokens"));
+    }
+    json_t *delta = json_object_get(json_array_get(json_object_get(c, "choices"), 0), "delta");
+    const char *text = json_string_value(json_object_get(delta, "content"));
+    if (text && *text) {
+        ah_buf_puts(&r->content, text);
+        emit(r, "message.delta", json_pack("{s:s}", "delta", text));
+    }
+    size_t i;
+    json_t *tc;
+    json_array_foreach(json_object_get(delta, "tool_calls"), i, tc)
+    {
+        json_int_t idx = json_integer_value(json_object_get(tc, "index"));
+        if (idx < 0 || idx >= 128)
+            continue;
+        if ((size_t)idx >= r->n_acc) {
+            acc_call_t *nv = realloc(r->acc, (size_t)(idx + 1) * sizeof(*nv));
+            if (!nv)
+                continue;
+            for (size_t k = r->n_acc; k <= (size_t)idx; k++) {
+                ah_buf_init(&nv[k].id, 0);
+                ah_buf_init(&nv[k].name, 0);
+                ah_buf_init(&nv[k].args, 0);
+            }
+            r->acc = nv;
+            r->n_acc = (size_t)idx + 1;
+        }
+        acc_call_t *a = &r->acc[idx];
+        const char *id = json_string_value(json_object_get(tc, "id"));
+        json_t *fn = json_object_get(tc, "function");
+        const char *name = json_string_value(json_object_get(fn, "name"));
+        const char *args = json_string_value(json_object_get(fn, "arguments"));
+        if (id)
+            ah_buf_puts(&a->id, id);
+        if (name)
+            ah_buf_puts(&a->name, name);
+        if (args)
+            ah_buf_puts(&a->args, args);
+    }
+    json_decref(c);
+}
+
+static void gw_head(void *ud, const ah_gw_result_t *res)
+{
+    ah_run_t *r = ud;
+    r->gw_status = res->status;
+}
+
+static void gw_data(void *ud, const char *p, size_t n)
+{
+    ah_run_t *r = ud;
+    hold(r);
+    if (r->gw_status != 200) {
+        /* An error answer: keep its message. */
+        json_t *e = json_loadb(p, n, 0, NULL);
+        const char *m = json_string_value(json_object_get(json_object_get(e, "error"), "message"));
+        ah_buf_reset(&r->gw_err);
+        ah_buf_puts(&r->gw_err, m ? m : "the model call failed");
+        json_decref(e);
+        release(r);
+        return;
+    }
+    /* Frames are "data: {...}\n\n"; the gateway passes whole frames. */
+    ah_buf_append(&r->frame, p, n);
+    for (;;) {
+        char *end = r->frame.data ? memmem(r->frame.data, r->frame.len, "\n\n", 2) : NULL;
+        if (!end)
+            break;
+        size_t flen = (size_t)(end - r->frame.data);
+        if (flen > 6 && memcmp(r->frame.data, "data: ", 6) == 0)
+            acc_chunk(r, r->frame.data + 6, flen - 6);
+        ah_buf_consume(&r->frame, flen + 2);
+    }
+    release(r);
+}
+
+static void after_model(ah_run_t *r);
+
+static void gw_done(void *ud, int rc, const ah_gw_result_t *res)
+{
+    ah_run_t *r = ud;
+    hold(r);
+    r->gw = NULL;
+    /* The model call is accounted like any gateway request, attributed to the run. */
+    ah_runtime_t *rt = r->rt;
+    const ah_config_model_t *mc = res->model_cfg;
+    double cost = mc ? ah_usage_cost(&mc->price, r->usage.prompt_tokens, r->usage.cached_tokens,
+                                     r->usage.completion_tokens)
+                     : 0;
+    ah_gateway_account(rt->d.gateway, r->rec.key_id, res->model ? res->model : r->spec->model,
+                       &r->usage, cost, 0, 0);
+    if (rt->d.usage) {
+        ah_usage_rec_t u = {
+            .request_id = r->request_id,
+            .key_id = r->rec.key_id,
+            .tenant = r->rec.tenant,
+            .model = res->model ? res->model : r->spec->model,
+            .provider = res->provider ? res->provider : "",
+            .upstream_model = res->upstream_model ? res->upstream_model : "",
+            .prompt_tokens = r->usage.prompt_tokens,
+            .completion_tokens = r->usage.completion_tokens,
+            .cached_tokens = r->usage.cached_tokens,
+            .cost_usd = cost,
+            .latency_ms = -1,
+            .ttft_ms = (int64_t)(res->ttft_ns / 1000000),
+            .status = res->status,
+            .stream = true,
+            .attempts = res->attempts,
+            .agent = r->rec.agent,
+            .run_id = r->rec.id,
+        };
+        ah_usage_record(rt->d.usage, &u);
+    }
+    r->rec.prompt_tokens += r->usage.prompt_tokens;
+    r->rec.completion_tokens += r->usage.completion_tokens;
+    r->rec.cost_usd += cost;
+    if (!r->finished) {
+        if (res->status != 200 || rc < 0 || r->gw_broken) {
+            char msg[600];
+            snprintf(msg, sizeof(msg), "the model call failed (HTTP %d): %s", res->status,
+                     r->gw_err.len ? r->gw_err.data : "no answer");
+            fail(r, "model_error", msg);
+        } else {
+            after_model(r);
+        }
+    }
+    release(r);
+}
+
+static const ah_gw_sink_t gw_sink = {gw_head, gw_data, gw_done};
+
+static void call_model(ah_run_t *r)
+{
+    if (r->finished)
+        return;
+    acc_reset(r);
+    json_t *msgs = json_array();
+    if (r->spec->instructions && *r->spec->instructions)
+        json_array_append_new(
+            msgs, json_pack("{s:s, s:s}", "role", "system", "content", r->spec->instructions));
+    json_array_extend(msgs, r->messages);
+    json_t *body = json_pack("{s:s, s:o, s:b, s:{s:b}}", "model", r->spec->model, "messages", msgs,
+                             "stream", 1, "stream_options", "include_usage", 1);
+    json_t *tools = ah_tool_catalog_defs(&r->cat);
+    if (tools)
+        json_object_set_new(body, "tools", tools);
+    char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!s) {
+        fail(r, "internal_error", "out of memory building the model request");
+        return;
+    }
+    emit(r, "model.request",
+         json_pack("{s:i, s:s}", "turn", r->rec.turns + 1, "model", r->spec->model));
+    ah_buf_reset(&r->req_body);
+    ah_buf_puts(&r->req_body, s);
+    free(s);
+    ah_gw_request_t gr = {
+        .kind = AH_GW_CHAT,
+        .body = r->req_body.data,
+        .len = r->req_body.len,
+        .model = r->spec->model,
+        .stream = true,
+        .include_usage = true,
+        .request_id = r->request_id,
+    };
+    int rc = ah_gateway_start(r->rt->d.gateway, r->loop, &gr, &gw_sink, r, &r->gw);
+    if (rc) {
+        r->gw = NULL;
+        char msg[200];
+        snprintf(msg, sizeof(msg), "the agent's model \"%s\" cannot be called (%s)", r->spec->model,
+                 rc == -ENOENT ? "not configured" : strerror(-rc));
+        fail(r, "model_error", msg);
+    }
+}
+
+/* ---- tools ---- */
+
+static void tools_all_done(ah_run_t *r);
+
+static void tool_done(void *ud, bool is_error, const char *text, size_t n)
+{
+    tool_call_t *tc = ud;
+    ah_run_t *r = tc->run;
+    hold(r);
+    tc->exec = NULL;
+    tc->done = true;
+    tc->is_error = is_error;
+    size_t keep = n > AH_TOOL_RESULT_MAX ? AH_TOOL_RESULT_MAX : n;
+    ah_buf_t b;
+    ah_buf_init(&b, 0);
+    ah_buf_append(&b, text ? text : "", keep);
+    if (keep < n)
+        ah_buf_printf(&b, "\n[tool output truncated: %zu of %zu bytes]", keep, n);
+    tc->result = ah_buf_steal(&b);
+    double ms = (double)((ah_mono_ns() - tc->t0) / 1000) / 1e3; /* whole microseconds */
+    const char *st = is_error ? "error" : "ok";
+    ah_counter_inc(ah_metrics_series(r->rt->m_tools, r->rec.agent, tc->name, st));
+    ah_hist_observe(ah_metrics_series(r->rt->m_tool_dur, tc->name), ms / 1e3);
+    if (!r->finished) {
+        emit(r, "tool.result",
+             json_pack("{s:s, s:s, s:s, s:b, s:f}", "tool_call_id", tc->id, "name", tc->name,
+                       "output", tc->result ? tc->result : "", "is_error", is_error, "duration_ms",
+                       ms));
+        if (--r->n_pending == 0)
+            tools_all_done(r);
+    }
+    release(r);
+}
+
+static void prepared(void *ud, int rc, const char *err);
+
+static void tools_all_done(ah_run_t *r)
+{
+    /* Results go into the conversation in the order the model asked for them. */
+    for (size_t i = 0; i < r->n_calls; i++) {
+        tool_call_t *tc = &r->calls[i];
+        json_array_append_new(r->messages,
+                              json_pack("{s:s, s:s, s:s}", "role", "tool", "tool_call_id", tc->id,
+                                        "content", tc->result ? tc->result : ""));
+    }
+    if (r->handoff_to) {
+        ah_agent_spec_t *next = NULL;
+        if (ah_registry_get(r->rt->d.registry, r->handoff_to, &next) != 0) {
+            char msg[200];
+            snprintf(msg, sizeof(msg), "handoff to agent \"%s\", which does not exist",
+                     r->handoff_to);
+            fail(r, "handoff_failed", msg);
+            return;
+        }
+        emit(r, "handoff", json_pack("{s:s, s:s}", "from", r->spec->name, "to", next->name));
+        ah_agent_spec_unref(r->spec);
+        r->spec = next;
+        free(r->handoff_to);
+        r->handoff_to = NULL;
+        ah_tool_catalog_free(&r->cat);
+        r->cat_ready = false;
+        ah_tools_prepare(r->w->tools, r->spec, &r->cat, prepared, r);
+        return;
+    }
+    turn(r);
+}
+
+static void run_tools(ah_run_t *r)
+{
+    for (size_t i = 0; i < r->n_calls; i++) {
+        free(r->calls[i].id);
+        free(r->calls[i].name);
+        free(r->calls[i].args);
+        free(r->calls[i].result);
+    }
+    free(r->calls);
+    r->calls = calloc(r->n_acc, sizeof(tool_call_t));
+    r->n_calls = 0;
+    if (!r->calls) {
+        fail(r, "internal_error", "out of memory");
+        return;
+    }
+    if (r->max_calls > 0 && (int)r->n_acc > r->max_calls) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "the model asked for %zu tool calls in one turn (limit %d)",
+                 r->n_acc, r->max_calls);
+        fail(r, "too_many_tool_calls", msg);
+        return;
+    }
+    /* Loop detection first: the same call again and again means the agent is stuck. */
+    for (size_t i = 0; i < r->n_acc; i++) {
+        acc_call_t *a = &r->acc[i];
+        ah_buf_t key;
+        ah_buf_init(&key, 0);
+        ah_buf_printf(&key, "%s\x1f%s", a->name.data ? a->name.data : "",
+                      a->args.data ? a->args.data : "");
+        json_int_t n = json_integer_value(json_object_get(r->seen_calls, key.data)) + 1;
+        json_object_set_new(r->seen_calls, key.data, json_integer(n));
+        ah_buf_free(&key);
+        if (r->loop_detect > 0 && n >= r->loop_detect) {
+            char msg[300];
+            snprintf(msg, sizeof(msg),
+                     "loop detected: tool \"%.100s\" was called %lld times with the same "
+                     "arguments",
+                     a->name.data ? a->name.data : "", (long long)n);
+            fail(r, "loop_detected", msg);
+            return;
+        }
+    }
+    r->n_calls = r->n_acc;
+    r->n_pending = r->n_acc;
+    for (size_t i = 0; i < r->n_acc; i++) {
+        acc_call_t *a = &r->acc[i];
+        tool_call_t *tc = &r->calls[i];
+        tc->run = r;
+        tc->id = strdup(a->id.data ? a->id.data : "");
+        tc->name = strdup(a->name.data ? a->name.data : "");
+        tc->args = strdup(a->args.data ? a->args.data : "{}");
+        tc->t0 = ah_mono_ns();
+    }
+    /* Announce every call, then start them (several in parallel). */
+    for (size_t i = 0; i < r->n_calls; i++) {
+        tool_call_t *tc = &r->calls[i];
+        json_t *args = json_loads(tc->args, 0, NULL);
+        emit(r, "tool.call",
+             json_pack("{s:s, s:s, s:o}", "tool_call_id", tc->id, "name", tc->name, "arguments",
+                       args ? args : json_string(tc->args)));
+    }
+    size_t n = r->n_calls;
+    for (size_t i = 0; i < n && !r->finished; i++) {
+        tool_call_t *tc = &r->calls[i];
+        const ah_tool_entry_t *e = ah_tool_catalog_find(&r->cat, tc->name);
+        if (!e) {
+            char msg[200];
+            snprintf(msg, sizeof(msg), "unknown tool \"%.100s\": use one of the tools offered",
+                     tc->name);
+            tool_done(tc, true, msg, strlen(msg));
+            continue;
+        }
+        if (e->kind == AH_TK_HANDOFF) {
+            if (!r->handoff_to)
+                r->handoff_to = strdup(e->handoff);
+            char msg[160];
+            snprintf(msg, sizeof(msg), "Transferred to %s.", e->handoff);
+            tool_done(tc, false, msg, strlen(msg));
+            continue;
+        }
+        char idem[128];
+        snprintf(idem, sizeof(idem), "%s:%s", r->rec.id, tc->id);
+        ah_tool_run(r->w->tools, e, tc->args, idem, r->request_id, tool_done, tc, &tc->exec);
+    }
+}
+
+static void after_model(ah_run_t *r)
+{
+    r->rec.turns++;
+    ah_counter_inc(ah_metrics_series(r->rt->m_turns, r->rec.agent));
+    json_t *msg = json_pack("{s:s}", "role", "assistant");
+    json_object_set_new(msg, "content",
+                        r->content.len ? json_stringn(r->content.data, r->content.len)
+                                       : json_null());
+    json_t *calls_ev = json_array();
+    if (r->n_acc) {
+        json_t *tcs = json_array();
+        for (size_t i = 0; i < r->n_acc; i++) {
+            acc_call_t *a = &r->acc[i];
+            if (!a->id.len) {
+                /* Some providers omit ids: make one, stable within the run. */
+                ah_buf_printf(&a->id, "call_%d_%zu", r->rec.turns, i);
+            }
+            json_array_append_new(tcs, json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", a->id.data,
+                                                 "type", "function", "function", "name",
+                                                 a->name.data ? a->name.data : "", "arguments",
+                                                 a->args.data ? a->args.data : "{}"));
+            json_array_append_new(calls_ev, json_pack("{s:s, s:s, s:s}", "id", a->id.data, "name",
+                                                      a->name.data ? a->name.data : "", "arguments",
+                                                      a->args.data ? a->args.data : "{}"));
+        }
+        json_object_set_new(msg, "tool_calls", tcs);
+    }
+    json_array_append(r->messages, msg);
+    emit(r, "message.completed",
+         json_pack("{s:s, s:O, s:o}", "role", "assistant", "content",
+                   json_object_get(msg, "content"), "tool_calls", calls_ev));
+    json_decref(msg);
+    /* Limits that are checked after each model call. */
+    if (r->max_tokens > 0 && r->rec.prompt_tokens + r->rec.completion_tokens > r->max_tokens) {
+        char m[128];
+        snprintf(m, sizeof(m), "the run used %lld tokens (limit %lld)",
+                 (long long)(r->rec.prompt_tokens + r->rec.completion_tokens),
+                 (long long)r->max_tokens);
+        fail(r, "max_tokens_exceeded", m);
+        return;
+    }
+    if (r->max_cost > 0 && r->rec.cost_usd > r->max_cost) {
+        char m[128];
+        snprintf(m, sizeof(m), "the run cost %.6f USD (limit %.6f)", r->rec.cost_usd, r->max_cost);
+        fail(r, "max_cost_exceeded", m);
+        return;
+    }
+    if (r->n_acc == 0) {
+        free(r->rec.output);
+        r->rec.output = strdup(r->content.data ? r->content.data : "");
+        finish(r, AH_RUN_COMPLETED, NULL, NULL);
+        return;
+    }
+    run_tools(r);
+}
+
+/* A step boundary: the conversation is stored before every model call. */
+static void turn(ah_run_t *r)
+{
+    if (r->finished)
+        return;
+    if (r->rec.turns >= r->max_turns) {
+        char m[96];
+        snprintf(m, sizeof(m), "the run reached its limit of %d turns", r->max_turns);
+        fail(r, "max_turns_exceeded", m);
+        return;
+    }
+    persist(r, false, call_model);
+}
+
+static void prepared(void *ud, int rc, const char *err)
+{
+    ah_run_t *r = ud;
+    hold(r);
+    if (!r->finished) {
+        if (rc) {
+            fail(r, "tools_unavailable", err ? err : "the agent's tools could not be prepared");
+        } else {
+            r->cat_ready = true;
+            turn(r);
+        }
+    }
+    release(r);
+}
+
+static void started(ah_run_t *r)
+{
+    /* run.created follows the insert's commit, so a stream client that starts on it sees it. */
+    emit(r, "run.created",
+         json_pack("{s:s, s:s, s:I, s:s}", "run_id", r->rec.id, "agent", r->rec.agent, "version",
+                   (json_int_t)r->rec.agent_version, "mode", r->rec.mode));
+    snprintf(r->rec.status, sizeof(r->rec.status), "%s", AH_RUN_RUNNING);
+    r->rec.started_at = ah_wall_ms();
+    emit(r, "run.started",
+         json_pack("{s:s, s:I}", "agent", r->spec->name, "version",
+                   (json_int_t)r->rec.agent_version));
+    ah_tools_prepare(r->w->tools, r->spec, &r->cat, prepared, r);
+}
+
+/* ---- public API ---- */
+
+static json_t *parse_input(const char *input_json, ah_buf_t *err)
+{
+    json_error_t je;
+    json_t *in = input_json ? json_loads(input_json, JSON_DECODE_ANY, &je) : NULL;
+    if (!in) {
+        ah_buf_puts(err, "input: required (a string, or an array of chat messages)");
+        return NULL;
+    }
+    json_t *msgs = json_array();
+    if (json_is_string(in)) {
+        json_array_append_new(msgs, json_pack("{s:s, s:O}", "role", "user", "content", in));
+    } else if (json_is_array(in) && json_array_size(in) > 0) {
+        size_t i;
+        json_t *m;
+        json_array_foreach(in, i, m)
+        {
+            const char *role = json_string_value(json_object_get(m, "role"));
+            if (!json_is_object(m) || !role ||
+                (strcmp(role, "user") && strcmp(role, "assistant") && strcmp(role, "system") &&
+                 strcmp(role, "tool") && strcmp(role, "developer"))) {
+                ah_buf_printf(err,
+                              "input[%zu]: each message needs a role (user, assistant, system, "
+                              "tool)",
+                              i);
+                json_decref(msgs);
+                json_decref(in);
+                return NULL;
+            }
+            json_array_append(msgs, m);
+        }
+    } else {
+        ah_buf_puts(err, "input: must be a string or a non-empty array of chat messages");
+        json_decref(msgs);
+        msgs = NULL;
+    }
+    json_decref(in);
+    return msgs;
+}
+
+/* Per-request limits may only lower the agent's. */
+static int apply_limits(ah_run_t *r, const char *limits_json, ah_buf_t *err)
+{
+    const ah_agent_limits_t *l = &r->spec->limits;
+    r->max_turns = l->max_turns > 0 ? l->max_turns : 10;
+    r->max_tokens = l->max_tokens;
+    r->max_cost = l->max_cost_usd;
+    r->timeout_s = l->timeout_s > 0 ? l->timeout_s : 300;
+    r->loop_detect = l->loop_detect;
+    r->max_calls = l->max_tool_calls_per_turn;
+    if (!limits_json)
+        return 0;
+    json_t *o = json_loads(limits_json, 0, NULL);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        ah_buf_puts(err, "limits: must be an object");
+        return -EINVAL;
+    }
+    const char *k;
+    json_t *v;
+    int rc = 0;
+    json_object_foreach(o, k, v)
+    {
+        double x = json_number_value(v);
+        if (!json_is_number(v) || x <= 0) {
+            ah_buf_printf(err, "limits.%s: must be a positive number", k);
+            rc = -EINVAL;
+            break;
+        }
+        if (strcmp(k, "max_turns") == 0) {
+            if (x > r->max_turns) {
+                ah_buf_printf(err, "limits.max_turns: may only lower the agent's limit (%d)",
+                              r->max_turns);
+                rc = -EINVAL;
+                break;
+            }
+            r->max_turns = (int)x;
+        } else if (strcmp(k, "max_tokens") == 0) {
+            if (r->max_tokens > 0 && x > (double)r->max_tokens) {
+                ah_buf_printf(err, "limits.max_tokens: may only lower the agent's limit (%lld)",
+                              (long long)r->max_tokens);
+                rc = -EINVAL;
+                break;
+            }
+            r->max_tokens = (int64_t)x;
+        } else if (strcmp(k, "max_cost_usd") == 0) {
+            if (r->max_cost > 0 && x > r->max_cost) {
+                ah_buf_printf(err, "limits.max_cost_usd: may only lower the agent's limit (%g)",
+                              r->max_cost);
+                rc = -EINVAL;
+                break;
+            }
+            r->max_cost = x;
+        } else if (strcmp(k, "timeout_s") == 0) {
+            if (x > r->timeout_s) {
+                ah_buf_printf(err, "limits.timeout_s: may only lower the agent's limit (%g)",
+                              r->timeout_s);
+                rc = -EINVAL;
+                break;
+            }
+            r->timeout_s = x;
+        } else {
+            ah_buf_printf(err,
+                          "limits.%s: unknown limit (known: max_turns, max_tokens, max_cost_usd, "
+                          "timeout_s)",
+                          k);
+            rc = -EINVAL;
+            break;
+        }
+    }
+    json_decref(o);
+    return rc;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+int ah_runtime_start(ah_runtime_t *rt, ah_loop_t *loop, const ah_run_opts_t *o,
+                     const ah_run_observer_t *obs, void *ud, ah_run_t **out, ah_buf_t *err)
+{
+    rt_worker_t *w = tl_worker;
+    if (!w || w->rt != rt || w->loop != loop)
+        return -EINVAL;
+    ah_run_t *r = calloc(1, sizeof(*r));
+    if (!r)
+        return -ENOMEM;
+    r->rt = rt;
+    r->w = w;
+    r->loop = loop;
+    r->t_start = ah_mono_ns();
+    w->rng = w->rng * 6364136223846793005ull + 1442695040888963407ull;
+    int64_t version = 0;
+    if (ah_registry_pick(rt->d.registry, o->agent, w->rng >> 17, &r->spec, &version) != 0) {
+        free(r);
+        ah_buf_printf(err, "no agent named \"%s\"", o->agent);
+        return -ENOENT;
+    }
+    r->messages = parse_input(o->input_json, err);
+    r->seen_calls = json_object();
+    if (!r->messages || apply_limits(r, o->limits_json, err) != 0) {
+        run_free(r);
+        return -EINVAL;
+    }
+    ah_run_rec_t *rec = &r->rec;
+    ah_id_new(rec->id, sizeof(rec->id), "run", 16);
+    snprintf(rec->agent, sizeof(rec->agent), "%s", r->spec->name);
+    rec->agent_version = version;
+    snprintf(rec->status, sizeof(rec->status), "%s", AH_RUN_QUEUED);
+    snprintf(rec->mode, sizeof(rec->mode), "%s", o->mode ? o->mode : "sync");
+    rec->input = strdup(o->input_json);
+    rec->session_id = dup_or_null(o->session_id);
+    rec->metadata = dup_or_null(o->metadata_json);
+    rec->limits = dup_or_null(o->limits_json);
+    rec->webhook_url = dup_or_null(o->webhook_url);
+    rec->idempotency_key = dup_or_null(o->idempotency_key);
+    if (o->who) {
+        snprintf(rec->key_id, sizeof(rec->key_id), "%s", o->who->key_id);
+        snprintf(rec->tenant, sizeof(rec->tenant), "%s", o->who->tenant);
+    }
+    snprintf(r->request_id, sizeof(r->request_id), "%s", o->request_id ? o->request_id : "");
+    rec->created_at = rec->updated_at = ah_wall_ms();
+    ah_buf_init(&r->gw_err, 0);
+    ah_buf_init(&r->content, 0);
+    ah_buf_init(&r->frame, 0);
+    ah_buf_init(&r->req_body, 0);
+    /* Per-agent concurrency. */
+    int limit = r->spec->limits.concurrency;
+    pthread_mutex_lock(&rt->mu);
+    agent_count_t *c = rt->counts;
+    while (c && strcmp(c->name, rec->agent) != 0)
+        c = c->next;
+    if (!c && (c = calloc(1, sizeof(*c))) != NULL) {
+        snprintf(c->name, sizeof(c->name), "%s", rec->agent);
+        c->next = rt->counts;
+        rt->counts = c;
+    }
+    bool busy = limit > 0 && c && c->n >= limit;
+    if (c && !busy) {
+        c->n++;
+        r->counted = true;
+    }
+    active_run_t *a = busy ? NULL : calloc(1, sizeof(*a));
+    if (a) {
+        snprintf(a->id, sizeof(a->id), "%s", rec->id);
+        a->loop = loop;
+        a->run = r;
+        a->next = rt->active;
+        rt->active = a;
+    }
+    pthread_mutex_unlock(&rt->mu);
+    if (busy) {
+        ah_buf_printf(err, "agent \"%s\" already runs its limit of %d concurrent runs", rec->agent,
+                      limit);
+        run_free(r);
+        return -EBUSY;
+    }
+    if (obs) {
+        r->obs = *obs;
+        r->ud = ud;
+        r->observing = true;
+    }
+    r->timer = evtimer_new(ah_loop_base(loop), on_timeout, r);
+    if (r->timer) {
+        struct timeval tv = {(time_t)r->timeout_s,
+                             (suseconds_t)((r->timeout_s - (double)(time_t)r->timeout_s) * 1e6)};
+        evtimer_add(r->timer, &tv);
+    }
+    *out = r;
+    hold(r);
+    persist(r, true, started);
+    release(r);
+    return 0;
+}
+
+const char *ah_run_id(const ah_run_t *r)
+{
+    return r->rec.id;
+}
+
+void ah_run_detach(ah_run_t *r)
+{
+    r->observing = false;
+}
+
+typedef struct cancel_msg {
+    ah_runtime_t *rt;
+    char id[48];
+} cancel_msg_t;
+
+static void cancel_on_loop(void *arg)
+{
+    cancel_msg_t *m = arg;
+    ah_run_t *r = NULL;
+    pthread_mutex_lock(&m->rt->mu);
+    for (active_run_t *a = m->rt->active; a; a = a->next)
+        if (strcmp(a->id, m->id) == 0)
+            r = a->run;
+    pthread_mutex_unlock(&m->rt->mu);
+    /* The run can only be freed on this loop, so it is alive if it is still listed. */
+    if (r) {
+        hold(r);
+        finish(r, AH_RUN_CANCELLED, "cancelled", "cancelled by request");
+        release(r);
+    }
+    free(m);
+}
+
+int ah_runtime_cancel(ah_runtime_t *rt, const char *run_id)
+{
+    ah_loop_t *loop = NULL;
+    pthread_mutex_lock(&rt->mu);
+    for (active_run_t *a = rt->active; a; a = a->next)
+        if (strcmp(a->id, run_id) == 0)
+            loop = a->loop;
+    pthread_mutex_unlock(&rt->mu);
+    if (!loop)
+        return -ENOENT;
+    cancel_msg_t *m = calloc(1, sizeof(*m));
+    if (!m)
+        return -ENOMEM;
+    m->rt = rt;
+    snprintf(m->id, sizeof(m->id), "%s", run_id);
+    if (ah_loop_post(loop, cancel_on_loop, m) != 0) {
+        free(m);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+ah_runtime_t *ah_runtime_new(const ah_runtime_deps_t *deps)
+{
+    ah_runtime_t *rt = calloc(1, sizeof(*rt));
+    if (!rt)
+        return NULL;
+    rt->d = *deps;
+    pthread_mutex_init(&rt->mu, NULL);
+    return rt;
+}
+
+int ah_runtime_attach(ah_runtime_t *rt, ah_loop_t *loop)
+{
+    rt_worker_t *w = calloc(1, sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    w->rt = rt;
+    w->loop = loop;
+    w->tools = ah_tools_worker_new(loop);
+    ah_random_bytes(&w->rng, sizeof(w->rng));
+    if (!w->tools) {
+        free(w);
+        return -ENOMEM;
+    }
+    tl_worker = w;
+    return 0;
+}
+
+void ah_runtime_detach(ah_runtime_t *rt)
+{
+    rt_worker_t *w = tl_worker;
+    if (!w || w->rt != rt)
+        return;
+    ah_tools_worker_free(w->tools);
+    free(w);
+    tl_worker = NULL;
+}
+
+void ah_runtime_free(ah_runtime_t *rt)
+{
+    if (!rt)
+        return;
+    while (rt->active) {
+        active_run_t *a = rt->active;
+        rt->active = a->next;
+        free(a);
+    }
+    while (rt->counts) {
+        agent_count_t *c = rt->counts;
+        rt->counts = c->next;
+        free(c);
+    }
+    pthread_mutex_destroy(&rt->mu);
+    free(rt);
+}
+
+int ah_runtime_metrics_init(ah_runtime_t *rt)
+{
+    static const char *const runs_l[] = {"agent", "status"};
+    static const char *const agent_l[] = {"agent"};
+    static const char *const tools_l[] = {"agent", "tool", "status"};
+    static const char *const tool_l[] = {"tool"};
+    rt->m_runs =
+        ah_metrics_counter("agenthub_runs_total", "Finished runs by agent and status.", 2, runs_l);
+    rt->m_duration =
+        ah_metrics_histogram("agenthub_run_duration_seconds", "Run duration by agent.", 1, agent_l,
+                             ah_metrics_latency_buckets, AH_METRICS_LATENCY_NBUCKETS);
+    rt->m_turns =
+        ah_metrics_counter("agenthub_run_turns_total", "Model turns taken by runs.", 1, agent_l);
+    rt->m_tools =
+        ah_metrics_counter("agenthub_tool_calls_total",
+                           "Tool calls by agent, tool and status (ok, error).", 3, tools_l);
+    rt->m_tool_dur =
+        ah_metrics_histogram("agenthub_tool_call_duration_seconds", "Tool call latency by tool.", 1,
+                             tool_l, ah_metrics_latency_buckets, AH_METRICS_LATENCY_NBUCKETS);
+    return rt->m_runs && rt->m_tools ? 0 : -ENOMEM;
+}

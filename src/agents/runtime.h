@@ -1,0 +1,99 @@
+/*
+ * runtime.h - runs agents: the run loop as a state machine on an event loop.
+ *
+ * A run alternates model calls (through the gateway in process, so usage,
+ * cost, limits and fallbacks apply and are attributed to the run) and tool
+ * calls (http, mcp, exec; several in parallel), until a final answer, a
+ * handoff to another agent, a limit, a cancel or an error. Every step is an
+ * event (run.created, run.started, model.request, message.delta,
+ * message.completed, tool.call, tool.result, handoff, run.completed,
+ * run.failed, run.cancelled) with a increasing seq; the run's state (the
+ * conversation) is persisted at each step boundary: before a model call and
+ * after the tool results of a turn.
+ *
+ * Threads: ah_runtime_new/free on the main thread, attach/detach on each
+ * worker's thread, everything else on the worker that started the run.
+ */
+#ifndef AH_AGENTS_RUNTIME_H
+#define AH_AGENTS_RUNTIME_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "agents/registry.h"
+#include "auth/keyring.h"
+#include "core/buf.h"
+#include "core/config.h"
+#include "core/loop.h"
+#include "gateway/gateway.h"
+#include "store/runs.h"
+#include "store/store.h"
+
+typedef struct ah_runtime ah_runtime_t;
+typedef struct ah_run ah_run_t;
+
+typedef struct ah_runtime_deps {
+    const ah_config_t *cfg;
+    ah_store_t *store;
+    ah_gateway_t *gateway;
+    ah_registry_t *registry;
+    struct ah_usage *usage; /* may be NULL */
+} ah_runtime_deps_t;
+
+typedef struct ah_run_opts {
+    const char *agent;
+    const char *input_json;    /* a JSON string, or an array of chat messages */
+    const char *mode;          /* "sync", "stream" or "async" */
+    const char *session_id;    /* or NULL */
+    const char *metadata_json; /* object or NULL */
+    const char *limits_json;   /* per-request limits (only lower than the spec's) or NULL */
+    const char *webhook_url;   /* or NULL */
+    const char *idempotency_key;
+    const char *request_id;
+    const ah_principal_t *who; /* may be NULL (internal) */
+} ah_run_opts_t;
+
+/* Where a run reports to (the HTTP request that started it); all on the run's loop. */
+typedef struct ah_run_observer {
+    /* The run is stored (durable): the moment an async request may answer 202. Optional. */
+    void (*created)(void *ud, const ah_run_rec_t *run);
+    /* One event as it happens (seq, type, data JSON). */
+    void (*event)(void *ud, int64_t seq, const char *type, const char *data, size_t n);
+    /* The run reached a final status (or, for async, was accepted: see ah_runtime_start). */
+    void (*done)(void *ud, const ah_run_rec_t *run);
+} ah_run_observer_t;
+
+/** Creates the runtime. NULL on ENOMEM. */
+ah_runtime_t *ah_runtime_new(const ah_runtime_deps_t *deps);
+
+/** Per-worker state (tool HTTP client, MCP connections). Call on the loop's thread. */
+int ah_runtime_attach(ah_runtime_t *rt, ah_loop_t *loop);
+
+/** Releases this worker's state (after its runs ended). */
+void ah_runtime_detach(ah_runtime_t *rt);
+
+/** Frees the runtime (workers detached). */
+void ah_runtime_free(ah_runtime_t *rt);
+
+/**
+ * Starts a run on loop. obs may be NULL (nobody waits). Returns 0 with *out
+ * (valid until obs->done returns or ah_run_detach), or: -ENOENT no such
+ * agent, -EINVAL bad input/limits (err says which field), -EBUSY the agent's
+ * concurrency limit, -ENOMEM.
+ */
+int ah_runtime_start(ah_runtime_t *rt, ah_loop_t *loop, const ah_run_opts_t *o,
+                     const ah_run_observer_t *obs, void *ud, ah_run_t **out, ah_buf_t *err);
+
+/** The run's id ("run_..."). */
+const char *ah_run_id(const ah_run_t *r);
+
+/** Stops reporting to the observer (its client left); the run goes on. */
+void ah_run_detach(ah_run_t *r);
+
+/** Cancels a run running in this process (any thread). 0 or -ENOENT. */
+int ah_runtime_cancel(ah_runtime_t *rt, const char *run_id);
+
+/** Registers the runtime's metrics. */
+int ah_runtime_metrics_init(ah_runtime_t *rt);
+
+#endif
