@@ -15,6 +15,7 @@ static void usage(FILE *f)
           "  migrate        apply database migrations\n"
           "  keys           create, list and revoke API keys\n"
           "  agents         apply, list, get, version and roll back agents\n"
+          "  run            run an agent once in this process: agenthub run AGENT \"input\"\n"
           "  mock-llm       serve the mock model over HTTP (OpenAI + Anthropic) for tests and "
           "benchmarks\n"
           "  version        print the version\n"
@@ -43,9 +44,9 @@ static int cmd_version(int argc, char **argv)
 }
 
 static const command_t commands[] = {
-    {"serve", ah_cli_serve},  {"config", ah_cli_config}, {"migrate", ah_cli_migrate},
-    {"keys", ah_cli_keys},    {"agents", ah_cli_agents}, {"mock-llm", ah_cli_mock_llm},
-    {"version", cmd_version},
+    {"serve", ah_cli_serve},       {"config", ah_cli_config}, {"migrate", ah_cli_migrate},
+    {"keys", ah_cli_keys},         {"agents", ah_cli_agents}, {"run", ah_cli_run},
+    {"mock-llm", ah_cli_mock_llm}, {"version", cmd_version},
 };
 
 int main(int argc, char **argv)

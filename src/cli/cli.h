@@ -47,4 +47,7 @@ int ah_cli_load_config(const char *path, ah_config_t *out);
  */
 int ah_cli_mock_llm(int argc, char **argv);
 
+/** agenthub run AGENT INPUT: runs an agent in process and prints its answer. */
+int ah_cli_run(int argc, char **argv);
+
 #endif
