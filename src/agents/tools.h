@@ -33,8 +33,8 @@ typedef struct ah_tool_entry {
     ah_mcp_client_t *mcp;        /* mcp */
     char *remote_name;           /* mcp: the server's own tool name */
     char *handoff;               /* handoff: target agent */
-    json_t *def;                 /* {"type":"function","function":{name, description, parameters}} */
-    json_t *schema;              /* parameters, for validation (may be NULL) */
+    json_t *def;    /* {"type":"function","function":{name, description, parameters}} */
+    json_t *schema; /* parameters, for validation (may be NULL) */
 } ah_tool_entry_t;
 
 typedef struct ah_tool_catalog {
