@@ -666,6 +666,14 @@ static void tools_all_done(ah_run_t *r)
     turn(r);
 }
 
+static bool needs_approval(const ah_agent_spec_t *spec, const char *name)
+{
+    for (size_t i = 0; i < spec->n_approval_tools; i++)
+        if (strcmp(spec->approval_tools[i], name) == 0)
+            return true;
+    return false;
+}
+
 static void run_tools(ah_run_t *r)
 {
     for (size_t i = 0; i < r->n_calls; i++) {
@@ -736,6 +744,13 @@ static void run_tools(ah_run_t *r)
             snprintf(msg, sizeof(msg), "unknown tool \"%.100s\": use one of the tools offered",
                      tc->name);
             tool_done(tc, true, msg, strlen(msg));
+            continue;
+        }
+        if (needs_approval(r->spec, tc->name)) {
+            /* Never run a tool the agent says needs a human's approval without one. */
+            const char *m = "this tool needs a human's approval, and approvals are not "
+                            "available on this server yet: the call was not made";
+            tool_done(tc, true, m, strlen(m));
             continue;
         }
         if (e->kind == AH_TK_HANDOFF) {
