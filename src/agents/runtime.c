@@ -55,7 +55,7 @@ struct ah_runtime {
     pthread_mutex_t mu; /* guards active and counts */
     active_run_t *active;
     agent_count_t *counts;
-    ah_metric_family_t *m_runs, *m_duration, *m_turns, *m_tools, *m_tool_dur;
+    ah_metric_family_t *m_runs, *m_duration, *m_turns, *m_tools, *m_tool_dur, *m_overhead;
 };
 
 typedef struct tool_call {
@@ -112,6 +112,8 @@ struct ah_run {
     bool finished, final_stored, counted;
     int busy;
     uint64_t t_start;
+    uint64_t model_ns, tools_ns; /* time inside model calls and tool phases */
+    uint64_t t_model, t_tools;   /* start of the current one */
     char request_id[72];
 };
 
@@ -316,8 +318,11 @@ static void notify_done(ah_run_t *r)
     char st[24];
     snprintf(st, sizeof(st), "%s", r->rec.status);
     ah_counter_inc(ah_metrics_series(rt->m_runs, r->rec.agent, st));
-    ah_hist_observe(ah_metrics_series(rt->m_duration, r->rec.agent),
-                    (double)(ah_mono_ns() - r->t_start) / 1e9);
+    uint64_t total = ah_mono_ns() - r->t_start;
+    ah_hist_observe(ah_metrics_series(rt->m_duration, r->rec.agent), (double)total / 1e9);
+    if (r->rec.turns > 0 && total > r->model_ns + r->tools_ns)
+        ah_hist_observe(ah_metrics_series0(rt->m_overhead),
+                        (double)(total - r->model_ns - r->tools_ns) / r->rec.turns / 1e9);
     ah_log(AH_LOG_INFO, "runtime", "run finished", AH_LF_STR("agent", r->rec.agent),
            AH_LF_STR("status", r->rec.status), AH_LF_INT("turns", r->rec.turns),
            AH_LF_STR("error_code", r->rec.error_code ? r->rec.error_code : ""), AH_LF_END);
@@ -506,6 +511,7 @@ static void gw_done(void *ud, int rc, const ah_gw_result_t *res)
     ah_run_t *r = ud;
     hold(r);
     r->gw = NULL;
+    r->model_ns += ah_mono_ns() - r->t_model;
     /* The model call is accounted like any gateway request, attributed to the run. */
     ah_runtime_t *rt = r->rt;
     const ah_config_model_t *mc = res->model_cfg;
@@ -589,6 +595,7 @@ static void call_model(ah_run_t *r)
         .include_usage = true,
         .request_id = r->request_id,
     };
+    r->t_model = ah_mono_ns();
     int rc = ah_gateway_start(r->rt->d.gateway, r->loop, &gr, &gw_sink, r, &r->gw);
     if (rc) {
         r->gw = NULL;
@@ -637,6 +644,7 @@ static void prepared(void *ud, int rc, const char *err);
 
 static void tools_all_done(ah_run_t *r)
 {
+    r->tools_ns += ah_mono_ns() - r->t_tools;
     /* Results go into the conversation in the order the model asked for them. */
     for (size_t i = 0; i < r->n_calls; i++) {
         tool_call_t *tc = &r->calls[i];
@@ -718,6 +726,7 @@ static void run_tools(ah_run_t *r)
     }
     r->n_calls = r->n_acc;
     r->n_pending = r->n_acc;
+    r->t_tools = ah_mono_ns();
     for (size_t i = 0; i < r->n_acc; i++) {
         acc_call_t *a = &r->acc[i];
         tool_call_t *tc = &r->calls[i];
@@ -1212,5 +1221,9 @@ int ah_runtime_metrics_init(ah_runtime_t *rt)
     rt->m_tool_dur =
         ah_metrics_histogram("agenthub_tool_call_duration_seconds", "Tool call latency by tool.", 1,
                              tool_l, ah_metrics_latency_buckets, AH_METRICS_LATENCY_NBUCKETS);
+    rt->m_overhead = ah_metrics_histogram(
+        "agenthub_run_overhead_seconds",
+        "Per turn: run time outside model calls and tools (state machine, storing, events).", 0,
+        NULL, ah_metrics_latency_buckets, AH_METRICS_LATENCY_NBUCKETS);
     return rt->m_runs && rt->m_tools ? 0 : -ENOMEM;
 }
