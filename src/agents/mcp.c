@@ -873,7 +873,7 @@ static void on_response(ah_mcp_client_t *c, json_t *msg, json_t *id)
 static void on_server_request(ah_mcp_client_t *c, const char *method, json_t *id)
 {
     json_t *m;
-    if (0 && strcmp(method, "ping") == 0)
+    if (strcmp(method, "ping") == 0)
         m = json_pack("{s:s, s:O, s:{}}", "jsonrpc", "2.0", "id", id, "result");
     else
         m = json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", id, "error", "code",

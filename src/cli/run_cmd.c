@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agents/mcp.h"
 #include "agents/registry.h"
 #include "agents/runtime.h"
 #include "agents/sandbox.h"
@@ -203,6 +204,7 @@ out:
     ah_gateway_free(gw);
     ah_store_close(store);
     ah_loop_free(loop);
+    ah_mcp_global_cleanup();
     ah_http_client_global_cleanup();
     ah_config_free(&cfg);
     ah_buf_free(&err);

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agents/mcp.h"
 #include "agents/sandbox.h"
 #include "api/api.h"
 #include "cli/cli.h"
@@ -419,6 +420,7 @@ out:
     ah_router_free(router);
     ah_gateway_free(app.gateway);
     ah_store_close(app.store);
+    ah_mcp_global_cleanup(); /* reaps MCP server processes of freed clients */
     ah_http_client_global_cleanup();
     ah_metrics_shutdown();
     ah_config_free(&cfg);
