@@ -635,10 +635,6 @@ static void free_handle(ah_sandbox_t *h)
     atomic_fetch_sub(&g_live, 1);
 }
 
-/* SIGKILL to bwrap (whose death takes its pid namespace down: --die-with-parent
- * kills its init, and a namespace whose init dies is emptied by the kernel)
- * and to the process group, which in none mode is the command's. Never after
- * the reap: the pid and group id could then belong to someone else. */
 /* The parent pid of pid, from /proc; -1 when it cannot be read. */
 static pid_t parent_of(pid_t pid)
 {
@@ -690,6 +686,13 @@ static void find_init(ah_sandbox_t *h)
     h->init_pidfd = fd;
 }
 
+/*
+ * SIGKILL to bwrap's init (a pid namespace whose init dies is emptied by the
+ * kernel), to our process group (bwrap, its init until that calls setsid; in
+ * none mode the command and its children) and to bwrap (whose death fires the
+ * init's PDEATHSIG once armed). Never after the reap: the pid and group id
+ * could then belong to someone else. docs/internals/sandbox.md, "Killing".
+ */
 static void kill_all(ah_sandbox_t *h)
 {
     if (h->reaped)
@@ -1218,7 +1221,9 @@ static void probe_run_free(probe_run_t *p)
 static int probe_exec(ah_loop_t *loop, bool none, const char *const *argv, probe_run_t *p)
 {
     memset(p, 0, sizeof(*p));
-    ah_sandbox_opts_t o = {.none = none, .timeout_s = PROBE_TIMEOUT_S, .max_output_bytes = 65536};
+    /* cwd "/": the probe must not depend on a writable /tmp */
+    ah_sandbox_opts_t o = {
+        .none = none, .timeout_s = PROBE_TIMEOUT_S, .max_output_bytes = 65536, .cwd = "/"};
     int rc = start_run(loop, &o, argv, NULL, 0, probe_done, p, NULL, true);
     if (rc)
         return rc;

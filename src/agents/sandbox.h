@@ -168,8 +168,8 @@ bool ah_sandbox_available(void);
  * -E2BIG (past an AH_SANDBOX_MAX_* bound), -ENOTSUP (!opts->none and no probe
  * succeeded: the exec tool must refuse), -ENOENT (none mode: command not
  * found), -ENOMEM, or the -errno of the spawn. A sandboxed command that does
- * not exist inside the sandbox is not an error here: it exits 1 with
- * "bwrap: execvp ..." on stderr. opts may be NULL (all defaults, sandboxed).
+ * not exist inside the sandbox is not an error here: it exits non-zero (127)
+ * with the reason on stderr. opts may be NULL (all defaults, sandboxed).
  */
 int ah_sandbox_run(ah_loop_t *loop, const ah_sandbox_opts_t *opts, const char *const *argv,
                    const char *stdin_data, size_t stdin_len, ah_sandbox_done_fn done, void *ud,

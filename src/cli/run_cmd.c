@@ -204,6 +204,7 @@ out:
     ah_gateway_free(gw);
     ah_store_close(store);
     ah_loop_free(loop);
+    ah_sandbox_shutdown();
     ah_mcp_global_cleanup();
     ah_http_client_global_cleanup();
     ah_config_free(&cfg);

@@ -422,6 +422,7 @@ out:
     ah_store_close(app.store);
     ah_mcp_global_cleanup(); /* reaps MCP server processes of freed clients */
     ah_http_client_global_cleanup();
+    ah_sandbox_shutdown(); /* after the loops stopped: no sandbox callback can run */
     ah_metrics_shutdown();
     ah_config_free(&cfg);
     ah_buf_free(&err);
