@@ -13,13 +13,14 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/ticker.h"
 #include "store/audit.h"
 
-#define APPLY_RETRIES 3 /* apply_path re-runs after a concurrent writer won a race */
+#define APPLY_RETRIES  3 /* apply_path re-runs after a concurrent writer won a race */
+#define FULL_RESYNC_NS ((uint64_t)AH_REGISTRY_FULL_RESYNC_S * 1000000000ull)
 
 /* One agent. Specs hold one reference each. */
 typedef struct entry {
@@ -42,10 +43,9 @@ struct ah_registry {
     pthread_mutex_t refresh_mu; /* serialises refreshes */
     bool last_refresh_failed;   /* under refresh_mu */
 
-    pthread_mutex_t wake_mu; /* guards stop, kicked */
-    pthread_cond_t wake_cv;
-    bool stop, kicked, started;
-    pthread_t thread;
+    ah_ticker_t *refresher; /* runs refresher_tick every refresh_s once started */
+    bool started;           /* ah_registry_start ran (caller's thread only) */
+    uint64_t next_full;     /* refresher thread only (set by start before it exists) */
 };
 
 struct ah_registry_update {
@@ -81,6 +81,8 @@ static void entry_clear(entry_t *e)
     e->spec = e->canary = NULL;
 }
 
+static void refresher_tick(void *arg);
+
 /* ---- public: lifetime ---- */
 
 ah_registry_t *ah_registry_new(ah_store_t *store, double refresh_s)
@@ -94,14 +96,13 @@ ah_registry_t *ah_registry_new(ah_store_t *store, double refresh_s)
         reg->refresh_s = 0.01;
     if (reg->refresh_s > 3600)
         reg->refresh_s = 3600;
+    reg->refresher = ah_ticker_new("ah-registry", reg->refresh_s, refresher_tick, reg);
+    if (!reg->refresher) {
+        free(reg);
+        return NULL;
+    }
     pthread_mutex_init(&reg->mu, NULL);
     pthread_mutex_init(&reg->refresh_mu, NULL);
-    pthread_mutex_init(&reg->wake_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&reg->wake_cv, &ca);
-    pthread_condattr_destroy(&ca);
     return reg;
 }
 
@@ -109,20 +110,12 @@ void ah_registry_free(ah_registry_t *reg)
 {
     if (!reg)
         return;
-    if (reg->started) {
-        pthread_mutex_lock(&reg->wake_mu);
-        reg->stop = true;
-        pthread_cond_signal(&reg->wake_cv);
-        pthread_mutex_unlock(&reg->wake_mu);
-        pthread_join(reg->thread, NULL);
-    }
+    ah_ticker_free(reg->refresher); /* joins the refresher before the table goes */
     for (size_t i = 0; i < reg->n; i++)
         entry_clear(&reg->entries[i]);
     free(reg->entries);
     pthread_mutex_destroy(&reg->mu);
     pthread_mutex_destroy(&reg->refresh_mu);
-    pthread_mutex_destroy(&reg->wake_mu);
-    pthread_cond_destroy(&reg->wake_cv);
     free(reg);
 }
 
@@ -488,39 +481,14 @@ static int refresh_once(ah_registry_t *reg, bool full)
     return rc;
 }
 
-static struct timespec mono_after(double s)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    long long ns = (long long)ts.tv_nsec + (long long)(s * 1e9);
-    ts.tv_sec += (time_t)(ns / 1000000000LL);
-    ts.tv_nsec = (long)(ns % 1000000000LL);
-    return ts;
-}
-
-static void *refresher_main(void *arg)
+/* The refresher thread's tick (core/ticker.h): incremental, full every FULL_RESYNC_NS. */
+static void refresher_tick(void *arg)
 {
     ah_registry_t *reg = arg;
-    uint64_t next_full = ah_mono_ns() + (uint64_t)AH_REGISTRY_FULL_RESYNC_S * 1000000000ull;
-    pthread_mutex_lock(&reg->wake_mu);
-    while (!reg->stop) {
-        struct timespec deadline = mono_after(reg->refresh_s);
-        while (!reg->stop && !reg->kicked) {
-            if (pthread_cond_timedwait(&reg->wake_cv, &reg->wake_mu, &deadline) == ETIMEDOUT)
-                break;
-        }
-        if (reg->stop)
-            break;
-        reg->kicked = false;
-        pthread_mutex_unlock(&reg->wake_mu);
-        bool full = ah_mono_ns() >= next_full;
-        if (full)
-            next_full = ah_mono_ns() + (uint64_t)AH_REGISTRY_FULL_RESYNC_S * 1000000000ull;
-        refresh_once(reg, full); /* logs its own failures */
-        pthread_mutex_lock(&reg->wake_mu);
-    }
-    pthread_mutex_unlock(&reg->wake_mu);
-    return NULL;
+    bool full = ah_mono_ns() >= reg->next_full;
+    if (full)
+        reg->next_full = ah_mono_ns() + FULL_RESYNC_NS;
+    refresh_once(reg, full); /* logs its own failures */
 }
 
 int ah_registry_start(ah_registry_t *reg)
@@ -528,10 +496,11 @@ int ah_registry_start(ah_registry_t *reg)
     if (!reg->store || reg->started)
         return 0;
     int rc = refresh_once(reg, true);
-    int trc = pthread_create(&reg->thread, NULL, refresher_main, reg);
+    reg->next_full = ah_mono_ns() + FULL_RESYNC_NS;
+    int trc = ah_ticker_start(reg->refresher);
     if (trc != 0) {
         ah_log(AH_LOG_ERROR, "agents", "could not start the agent registry refresher",
-               AH_LF_INT("errno", trc), AH_LF_END);
+               AH_LF_INT("errno", -trc), AH_LF_END);
         return -EAGAIN;
     }
     reg->started = true;
@@ -545,10 +514,7 @@ int ah_registry_refresh_now(ah_registry_t *reg)
 
 void ah_registry_kick(ah_registry_t *reg)
 {
-    pthread_mutex_lock(&reg->wake_mu);
-    reg->kicked = true;
-    pthread_cond_signal(&reg->wake_cv);
-    pthread_mutex_unlock(&reg->wake_mu);
+    ah_ticker_kick(reg->refresher);
 }
 
 /* ---- the apply job ---- */

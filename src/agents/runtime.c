@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "agents/queue.h"
 #include "agents/tools.h"
 #include "core/clock.h"
 #include "core/ids.h"
@@ -33,6 +34,8 @@ typedef struct rt_worker {
     ah_loop_t *loop;
     ah_tools_worker_t *tools;
     uint64_t rng;
+    ah_run_t **runs; /* runs executing on this loop (for lease heartbeats) */
+    size_t n_runs, cap_runs;
 } rt_worker_t;
 
 static _Thread_local rt_worker_t *tl_worker;
@@ -52,7 +55,9 @@ typedef struct agent_count {
 
 struct ah_runtime {
     ah_runtime_deps_t d;
-    pthread_mutex_t mu; /* guards active and counts */
+    char node[48];      /* this replica's lease owner id */
+    pthread_mutex_t mu; /* guards active, counts and n_running */
+    int n_running;      /* runs executing in this process (runs.max_concurrent) */
     active_run_t *active;
     agent_count_t *counts;
     ah_metric_family_t *m_runs, *m_duration, *m_turns, *m_tools, *m_tool_dur, *m_overhead;
@@ -105,11 +110,13 @@ struct ah_run {
     tool_call_t *calls;
     size_t n_calls, n_pending;
     char *handoff_to;
+    json_t *known_results; /* resume: tool_call_id -> stored tool.result data */
+    bool resume_tools;     /* resume: the turn's tool calls come next */
     /* flow */
     struct event *timer;
     bool persisting;
     void (*after_persist)(struct ah_run *);
-    bool finished, final_stored, counted;
+    bool finished, final_stored, counted, running_counted, listed;
     int busy;
     uint64_t t_start;
     uint64_t model_ns, tools_ns; /* time inside model calls and tool phases */
@@ -140,7 +147,18 @@ static void run_free(ah_run_t *r)
             if (strcmp(c->name, r->rec.agent) == 0)
                 c->n--;
     }
+    if (r->running_counted)
+        rt->n_running--;
     pthread_mutex_unlock(&rt->mu);
+    if (r->listed && r->w) {
+        rt_worker_t *w = r->w;
+        for (size_t i = 0; i < w->n_runs; i++) {
+            if (w->runs[i] == r) {
+                w->runs[i] = w->runs[--w->n_runs];
+                break;
+            }
+        }
+    }
     if (r->gw)
         ah_gateway_cancel(r->gw);
     for (size_t i = 0; i < r->n_calls; i++) {
@@ -165,6 +183,7 @@ static void run_free(ah_run_t *r)
     ah_tool_catalog_free(&r->cat);
     json_decref(r->messages);
     json_decref(r->seen_calls);
+    json_decref(r->known_results);
     ah_buf_free(&r->gw_err);
     ah_buf_free(&r->content);
     ah_buf_free(&r->frame);
@@ -263,6 +282,52 @@ static void persist_done(int rc, void *arg)
             next(r);
     }
     release(r);
+}
+
+typedef struct events_job {
+    ah_run_event_t *ev;
+    size_t n;
+} events_job_t;
+
+static int events_work(ah_db_t *db, void *arg)
+{
+    events_job_t *j = arg;
+    return ah_store_run_events_append(db, j->ev, j->n);
+}
+
+static void events_done(int rc, void *arg)
+{
+    events_job_t *j = arg;
+    if (rc)
+        ah_log(AH_LOG_ERROR, "runtime", "cannot store run events", AH_LF_INT("rc", rc), AH_LF_END);
+    for (size_t i = 0; i < j->n; i++)
+        free(j->ev[i].data);
+    free(j->ev);
+    free(j);
+}
+
+/*
+ * Stores the pending events now, without the run row: a tool result must be
+ * durable as soon as it exists, so a run resumed after a crash never repeats
+ * a call that already has a result. The writer runs jobs in order, so these
+ * land before any later write of the run.
+ */
+static void flush_events(ah_run_t *r)
+{
+    if (!r->n_pev)
+        return;
+    events_job_t *j = calloc(1, sizeof(*j));
+    if (!j)
+        return; /* they go with the next persist */
+    j->ev = r->pev;
+    j->n = r->n_pev;
+    r->pev = NULL;
+    r->n_pev = r->cap_pev = 0;
+    if (ah_store_submit(r->rt->d.store, AH_STORE_WRITE, events_work, events_done, NULL, j) != 0) {
+        r->pev = j->ev; /* put them back: the next persist stores them */
+        r->n_pev = r->cap_pev = j->n;
+        free(j);
+    }
 }
 
 /* Stores the run row and the pending events, then calls next (on the loop). */
@@ -634,6 +699,7 @@ static void tool_done(void *ud, bool is_error, const char *text, size_t n)
              json_pack("{s:s, s:s, s:s, s:b, s:f}", "tool_call_id", tc->id, "name", tc->name,
                        "output", tc->result ? tc->result : "", "is_error", is_error, "duration_ms",
                        ms));
+        flush_events(r);
         if (--r->n_pending == 0)
             tools_all_done(r);
     }
@@ -739,14 +805,28 @@ static void run_tools(ah_run_t *r)
     /* Announce every call, then start them (several in parallel). */
     for (size_t i = 0; i < r->n_calls; i++) {
         tool_call_t *tc = &r->calls[i];
+        if (json_object_get(r->known_results, tc->id))
+            continue;
         json_t *args = json_loads(tc->args, 0, NULL);
         emit(r, "tool.call",
              json_pack("{s:s, s:s, s:o}", "tool_call_id", tc->id, "name", tc->name, "arguments",
                        args ? args : json_string(tc->args)));
     }
+    flush_events(r); /* a live follower sees the calls while they run */
     size_t n = r->n_calls;
     for (size_t i = 0; i < n && !r->finished; i++) {
         tool_call_t *tc = &r->calls[i];
+        json_t *known = json_object_get(r->known_results, tc->id);
+        if (known) {
+            /* Resumed after a crash: this call already has a stored result; never repeat it. */
+            const char *out = json_string_value(json_object_get(known, "output"));
+            tc->done = true;
+            tc->is_error = json_is_true(json_object_get(known, "is_error"));
+            tc->result = strdup(out ? out : "");
+            if (--r->n_pending == 0)
+                tools_all_done(r);
+            continue;
+        }
         const ah_tool_entry_t *e = ah_tool_catalog_find(&r->cat, tc->name);
         if (!e) {
             char msg[200];
@@ -855,7 +935,12 @@ static void prepared(void *ud, int rc, const char *err)
             fail(r, "tools_unavailable", err ? err : "the agent's tools could not be prepared");
         } else {
             r->cat_ready = true;
-            turn(r);
+            if (r->resume_tools) {
+                r->resume_tools = false;
+                run_tools(r);
+            } else {
+                turn(r);
+            }
         }
     }
     release(r);
@@ -995,6 +1080,86 @@ static char *dup_or_null(const char *s)
     return s ? strdup(s) : NULL;
 }
 
+/*
+ * Takes a slot for a run that is about to execute here: the agent's
+ * concurrency limit, this replica's runs.max_concurrent, the cancel list,
+ * this loop's run list (heartbeats) and the run's timeout. 0 or -EBUSY.
+ */
+static int admit_local(ah_run_t *r, ah_buf_t *err)
+{
+    ah_runtime_t *rt = r->rt;
+    ah_run_rec_t *rec = &r->rec;
+    int limit = r->spec->limits.concurrency;
+    int max_running = rt->d.cfg->runs.max_concurrent > 0 ? rt->d.cfg->runs.max_concurrent : 1000;
+    pthread_mutex_lock(&rt->mu);
+    agent_count_t *c = rt->counts;
+    while (c && strcmp(c->name, rec->agent) != 0)
+        c = c->next;
+    if (!c && (c = calloc(1, sizeof(*c))) != NULL) {
+        snprintf(c->name, sizeof(c->name), "%s", rec->agent);
+        c->next = rt->counts;
+        rt->counts = c;
+    }
+    bool agent_busy = limit > 0 && c && c->n >= limit;
+    bool replica_busy = rt->n_running >= max_running;
+    active_run_t *a = agent_busy || replica_busy ? NULL : calloc(1, sizeof(*a));
+    if (a) {
+        if (c) {
+            c->n++;
+            r->counted = true;
+        }
+        rt->n_running++;
+        r->running_counted = true;
+        snprintf(a->id, sizeof(a->id), "%s", rec->id);
+        a->loop = r->loop;
+        a->run = r;
+        a->next = rt->active;
+        rt->active = a;
+    }
+    pthread_mutex_unlock(&rt->mu);
+    if (agent_busy) {
+        if (err)
+            ah_buf_printf(err, "agent \"%s\" already runs its limit of %d concurrent runs",
+                          rec->agent, limit);
+        return -EBUSY;
+    }
+    if (replica_busy || !a) {
+        if (err)
+            ah_buf_printf(err,
+                          "this replica already runs its limit of %d runs (runs.max_concurrent)",
+                          max_running);
+        return -EBUSY;
+    }
+    rt_worker_t *w = r->w;
+    if (w->n_runs == w->cap_runs) {
+        size_t cap = w->cap_runs ? w->cap_runs * 2 : 64;
+        ah_run_t **nv = realloc(w->runs, cap * sizeof(*nv));
+        if (nv) {
+            w->runs = nv;
+            w->cap_runs = cap;
+        }
+    }
+    if (w->n_runs < w->cap_runs) {
+        w->runs[w->n_runs++] = r;
+        r->listed = true;
+    }
+    r->timer = evtimer_new(ah_loop_base(r->loop), on_timeout, r);
+    if (r->timer) {
+        struct timeval tv = {(time_t)r->timeout_s,
+                             (suseconds_t)((r->timeout_s - (double)(time_t)r->timeout_s) * 1e6)};
+        evtimer_add(r->timer, &tv);
+    }
+    return 0;
+}
+
+/* An async run is stored: hand it to the claimers and forget it here. */
+static void async_stored(ah_run_t *r)
+{
+    r->observing = false;
+    r->final_stored = true; /* freed when the outermost entry point returns */
+    ah_queue_kick();
+}
+
 int ah_runtime_start(ah_runtime_t *rt, ah_loop_t *loop, const ah_run_opts_t *o,
                      const ah_run_observer_t *obs, void *ud, ah_run_t **out, ah_buf_t *err)
 {
@@ -1043,50 +1208,32 @@ int ah_runtime_start(ah_runtime_t *rt, ah_loop_t *loop, const ah_run_opts_t *o,
     ah_buf_init(&r->content, 0);
     ah_buf_init(&r->frame, 0);
     ah_buf_init(&r->req_body, 0);
-    /* Per-agent concurrency. */
-    int limit = r->spec->limits.concurrency;
-    pthread_mutex_lock(&rt->mu);
-    agent_count_t *c = rt->counts;
-    while (c && strcmp(c->name, rec->agent) != 0)
-        c = c->next;
-    if (!c && (c = calloc(1, sizeof(*c))) != NULL) {
-        snprintf(c->name, sizeof(c->name), "%s", rec->agent);
-        c->next = rt->counts;
-        rt->counts = c;
-    }
-    bool busy = limit > 0 && c && c->n >= limit;
-    if (c && !busy) {
-        c->n++;
-        r->counted = true;
-    }
-    active_run_t *a = busy ? NULL : calloc(1, sizeof(*a));
-    if (a) {
-        snprintf(a->id, sizeof(a->id), "%s", rec->id);
-        a->loop = loop;
-        a->run = r;
-        a->next = rt->active;
-        rt->active = a;
-    }
-    pthread_mutex_unlock(&rt->mu);
-    if (busy) {
-        ah_buf_printf(err, "agent \"%s\" already runs its limit of %d concurrent runs", rec->agent,
-                      limit);
-        run_free(r);
-        return -EBUSY;
-    }
     if (obs) {
         r->obs = *obs;
         r->ud = ud;
         r->observing = true;
     }
-    r->timer = evtimer_new(ah_loop_base(loop), on_timeout, r);
-    if (r->timer) {
-        struct timeval tv = {(time_t)r->timeout_s,
-                             (suseconds_t)((r->timeout_s - (double)(time_t)r->timeout_s) * 1e6)};
-        evtimer_add(r->timer, &tv);
-    }
     *out = r;
     hold(r);
+    if (strcmp(rec->mode, "async") == 0) {
+        /* Stored as queued; a replica's claimer (maybe this one) runs it. */
+        persist(r, true, async_stored);
+        release(r);
+        return 0;
+    }
+    int rc = admit_local(r, err);
+    if (rc) {
+        *out = NULL;
+        r->observing = false;
+        r->final_stored = true; /* nothing stored: free at release */
+        release(r);
+        return rc;
+    }
+    /* This replica runs it now: it holds the lease from the first write. */
+    snprintf(rec->status, sizeof(rec->status), "%s", AH_RUN_RUNNING);
+    rec->lease_owner = strdup(rt->node);
+    rec->lease_expires_at = ah_wall_ms() + (int64_t)(rt->d.cfg->runs.lease_s * 1000);
+    rec->attempt = 1;
     persist(r, true, started);
     release(r);
     return 0;
@@ -1153,6 +1300,7 @@ ah_runtime_t *ah_runtime_new(const ah_runtime_deps_t *deps)
     if (!rt)
         return NULL;
     rt->d = *deps;
+    ah_id_new(rt->node, sizeof(rt->node), "node", 12);
     pthread_mutex_init(&rt->mu, NULL);
     return rt;
 }
@@ -1180,6 +1328,7 @@ void ah_runtime_detach(ah_runtime_t *rt)
     if (!w || w->rt != rt)
         return;
     ah_tools_worker_free(w->tools);
+    free(w->runs);
     free(w);
     tl_worker = NULL;
 }
@@ -1226,4 +1375,200 @@ int ah_runtime_metrics_init(ah_runtime_t *rt)
         "Per turn: run time outside model calls and tools (state machine, storing, events).", 0,
         NULL, ah_metrics_latency_buckets, AH_METRICS_LATENCY_NBUCKETS);
     return rt->m_runs && rt->m_tools ? 0 : -ENOMEM;
+}
+
+/* ---- resume (durable runs) ---- */
+
+typedef struct load_job {
+    char run_id[48];
+    int64_t max_seq;
+    json_t *results; /* tool_call_id -> tool.result data */
+    ah_run_t *run;
+} load_job_t;
+
+static int load_event(void *ud, const ah_run_event_t *e)
+{
+    load_job_t *j = ud;
+    if (e->seq > j->max_seq)
+        j->max_seq = e->seq;
+    if (strcmp(e->type, "tool.result") == 0) {
+        json_t *d = json_loads(e->data ? e->data : "{}", 0, NULL);
+        const char *id = json_string_value(json_object_get(d, "tool_call_id"));
+        if (id)
+            json_object_set(j->results, id, d);
+        json_decref(d);
+    }
+    return 0;
+}
+
+static int load_work(ah_db_t *db, void *arg)
+{
+    load_job_t *j = arg;
+    return ah_store_run_events_list(db, j->run_id, 0, 100000, load_event, j);
+}
+
+static void load_done(int rc, void *arg)
+{
+    load_job_t *j = arg;
+    ah_run_t *r = j->run;
+    hold(r);
+    r->known_results = j->results;
+    j->results = NULL;
+    if (j->max_seq > r->rec.last_event_seq)
+        r->rec.last_event_seq = j->max_seq;
+    free(j);
+    if (rc) {
+        fail(r, "store_error", "the run's events could not be read to resume it");
+        release(r);
+        return;
+    }
+    emit(r, "run.resumed", json_pack("{s:i, s:s}", "attempt", r->rec.attempt, "node", r->rt->node));
+    ah_log(AH_LOG_INFO, "runtime", "run resumed", AH_LF_STR("agent", r->rec.agent),
+           AH_LF_INT("attempt", r->rec.attempt), AH_LF_INT("turns", r->rec.turns), AH_LF_END);
+    /* Where was it? The last message of the stored conversation says. */
+    json_t *last = json_array_get(r->messages, json_array_size(r->messages) - 1);
+    const char *role = json_string_value(json_object_get(last, "role"));
+    json_t *tcs = json_object_get(last, "tool_calls");
+    if (role && strcmp(role, "assistant") == 0 && json_array_size(tcs) > 0) {
+        /* Between a model answer and its tool results: run the calls without results. */
+        acc_reset(r);
+        size_t n = json_array_size(tcs);
+        r->acc = calloc(n, sizeof(acc_call_t));
+        for (size_t i = 0; r->acc && i < n; i++) {
+            json_t *tc = json_array_get(tcs, i);
+            json_t *fn = json_object_get(tc, "function");
+            ah_buf_init(&r->acc[i].id, 0);
+            ah_buf_init(&r->acc[i].name, 0);
+            ah_buf_init(&r->acc[i].args, 0);
+            ah_buf_puts(&r->acc[i].id, json_string_value(json_object_get(tc, "id")) ?: "");
+            ah_buf_puts(&r->acc[i].name, json_string_value(json_object_get(fn, "name")) ?: "");
+            ah_buf_puts(&r->acc[i].args,
+                        json_string_value(json_object_get(fn, "arguments")) ?: "{}");
+            r->n_acc = i + 1;
+        }
+        r->resume_tools = true;
+    } else if (role && strcmp(role, "assistant") == 0) {
+        /* The answer was there; only the final write was lost. */
+        const char *out = json_string_value(json_object_get(last, "content"));
+        free(r->rec.output);
+        r->rec.output = strdup(out ? out : "");
+        finish(r, AH_RUN_COMPLETED, NULL, NULL);
+        release(r);
+        return;
+    }
+    ah_tools_prepare(r->w->tools, r->spec, &r->cat, prepared, r);
+    release(r);
+}
+
+int ah_runtime_resume(ah_runtime_t *rt, ah_loop_t *loop, const ah_run_rec_t *rec)
+{
+    rt_worker_t *w = tl_worker;
+    if (!w || w->rt != rt || w->loop != loop)
+        return -EINVAL;
+    ah_run_t *r = calloc(1, sizeof(*r));
+    if (!r)
+        return -ENOMEM;
+    r->rt = rt;
+    r->w = w;
+    r->loop = loop;
+    r->t_start = ah_mono_ns();
+    ah_buf_init(&r->gw_err, 0);
+    ah_buf_init(&r->content, 0);
+    ah_buf_init(&r->frame, 0);
+    ah_buf_init(&r->req_body, 0);
+    r->seen_calls = json_object();
+    if (ah_run_rec_copy(&r->rec, rec) != 0) {
+        run_free(r);
+        return -ENOMEM;
+    }
+    snprintf(r->request_id, sizeof(r->request_id), "%s", rec->id);
+    json_t *state = rec->state ? json_loads(rec->state, 0, NULL) : NULL;
+    const char *agent = json_string_value(json_object_get(state, "agent"));
+    ah_buf_t err = AH_BUF_INIT;
+    if (ah_registry_get(rt->d.registry, agent ? agent : rec->agent, &r->spec) != 0) {
+        json_decref(state);
+        hold(r);
+        fail(r, "agent_not_found", "the run's agent no longer exists");
+        release(r);
+        return 0;
+    }
+    if (state && json_is_array(json_object_get(state, "messages")))
+        r->messages = json_incref(json_object_get(state, "messages"));
+    else
+        r->messages = parse_input(rec->input, &err);
+    json_decref(state);
+    if (!r->messages || apply_limits(r, rec->limits, &err) != 0) {
+        hold(r);
+        fail(r, "invalid_input", err.data ? err.data : "the stored run cannot be resumed");
+        ah_buf_free(&err);
+        release(r);
+        return 0;
+    }
+    ah_buf_free(&err);
+    if (admit_local(r, NULL) != 0) {
+        /* No room after all: leave the run to a later claim (its lease will expire). */
+        run_free(r);
+        return -EBUSY;
+    }
+    hold(r);
+    /* A queued run that never started (async) starts normally, with its created event. */
+    bool fresh = rec->started_at == 0;
+    if (fresh) {
+        /* Never started (queued): the normal start, as the run's owner now. */
+        persist(r, false, started);
+        release(r);
+        return 0;
+    }
+    load_job_t *j = calloc(1, sizeof(*j));
+    if (!j) {
+        fail(r, "internal_error", "out of memory");
+        release(r);
+        return 0;
+    }
+    snprintf(j->run_id, sizeof(j->run_id), "%s", rec->id);
+    j->results = json_object();
+    j->run = r;
+    if (ah_store_submit(rt->d.store, AH_STORE_READ, load_work, load_done, loop, j) != 0) {
+        json_decref(j->results);
+        free(j);
+        fail(r, "store_busy", "the store is busy");
+    }
+    release(r);
+    return 0;
+}
+
+const char *ah_runtime_node(const ah_runtime_t *rt)
+{
+    return rt->node;
+}
+
+int ah_runtime_free_slots(ah_runtime_t *rt)
+{
+    int max_running = rt->d.cfg->runs.max_concurrent > 0 ? rt->d.cfg->runs.max_concurrent : 1000;
+    pthread_mutex_lock(&rt->mu);
+    int n = max_running - rt->n_running;
+    pthread_mutex_unlock(&rt->mu);
+    return n > 0 ? n : 0;
+}
+
+size_t ah_runtime_local_runs(ah_runtime_t *rt, char (*ids)[48], size_t max)
+{
+    rt_worker_t *w = tl_worker;
+    if (!w || w->rt != rt)
+        return 0;
+    size_t n = 0;
+    for (size_t i = 0; i < w->n_runs && n < max; i++)
+        if (!w->runs[i]->finished)
+            snprintf(ids[n++], 48, "%s", w->runs[i]->rec.id);
+    return n;
+}
+
+ah_store_t *ah_runtime_store(const ah_runtime_t *rt)
+{
+    return rt->d.store;
+}
+
+const ah_config_t *ah_runtime_config(const ah_runtime_t *rt)
+{
+    return rt->d.cfg;
 }

@@ -93,6 +93,27 @@ void ah_run_detach(ah_run_t *r);
 /** Cancels a run running in this process (any thread). 0 or -ENOENT. */
 int ah_runtime_cancel(ah_runtime_t *rt, const char *run_id);
 
+/**
+ * Continues a run this replica just claimed (durable runs, queue.c): a queued
+ * run starts; a run whose previous owner died resumes from its stored state
+ * (the conversation at the last step boundary), re-running only the tool
+ * calls that have no stored result. 0, -EBUSY (no room: the claim lapses),
+ * -ENOMEM. Loop thread only.
+ */
+int ah_runtime_resume(ah_runtime_t *rt, ah_loop_t *loop, const ah_run_rec_t *rec);
+
+/** This replica's lease owner id ("node_..."). */
+const char *ah_runtime_node(const ah_runtime_t *rt);
+
+/** Runs this replica may still start (runs.max_concurrent minus those running). */
+int ah_runtime_free_slots(ah_runtime_t *rt);
+
+/** Ids of the runs executing on the calling worker's loop (for lease heartbeats). */
+size_t ah_runtime_local_runs(ah_runtime_t *rt, char (*ids)[48], size_t max);
+
+ah_store_t *ah_runtime_store(const ah_runtime_t *rt);
+const ah_config_t *ah_runtime_config(const ah_runtime_t *rt);
+
 /** Registers the runtime's metrics. */
 int ah_runtime_metrics_init(ah_runtime_t *rt);
 

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "agents/queue.h"
 #include "core/log.h"
 #include "obs/metrics.h"
 
@@ -195,8 +196,9 @@ void ah_api_on_worker_start(ah_loop_t *loop, int index, void *ud)
     if (app->gateway && ah_gateway_attach(app->gateway, loop) != 0)
         ah_log(AH_LOG_ERROR, "gateway", "cannot create the upstream client for a worker",
                AH_LF_INT("worker", index), AH_LF_END);
-    if (app->runtime && ah_runtime_attach(app->runtime, loop) != 0)
-        ah_log(AH_LOG_ERROR, "runtime", "cannot create the tool clients for a worker",
+    if (app->runtime &&
+        (ah_runtime_attach(app->runtime, loop) != 0 || ah_queue_attach(app->runtime, loop) != 0))
+        ah_log(AH_LOG_ERROR, "runtime", "cannot set up the runtime for a worker",
                AH_LF_INT("worker", index), AH_LF_END);
 }
 
@@ -205,8 +207,10 @@ void ah_api_on_worker_stop(ah_loop_t *loop, int index, void *ud)
     ah_app_t *app = ud;
     (void)loop;
     (void)index;
-    if (app->runtime)
+    if (app->runtime) {
+        ah_queue_detach(app->runtime);
         ah_runtime_detach(app->runtime);
+    }
     if (app->gateway)
         ah_gateway_detach(app->gateway);
     if (app->limits)

@@ -89,6 +89,22 @@ static void on_abort(void *ud)
 
 static const ah_run_observer_t observer = {on_created, on_event, on_done};
 
+/* The runtime's messages start with the field they are about ("limits.max_turns: ..."). */
+static const char *field_of(const char *msg, char *buf, size_t n)
+{
+    const char *colon = strstr(msg, ": ");
+    size_t len = colon ? (size_t)(colon - msg) : 0;
+    if (!len || len >= n || memchr(msg, ' ', len))
+        return NULL;
+    memcpy(buf, msg, len);
+    buf[len] = '\0';
+    /* "input[3]" names the input field. */
+    char *br = strchr(buf, '[');
+    if (br && strncmp(buf, "input", 5) == 0)
+        *br = '\0';
+    return buf;
+}
+
 /* Starts a run for an already validated request; answers errors itself. */
 static void start_run(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who,
                       const ah_run_opts_t *o)
@@ -107,10 +123,12 @@ static void start_run(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *w
     if (rc) {
         free(h);
         const char *m = err.data ? err.data : "cannot start the run";
+        char param[64];
         if (rc == -ENOENT)
             ah_http_reply_error(req, 404, "not_found_error", "agent_not_found", "name", m);
         else if (rc == -EINVAL)
-            ah_http_reply_error(req, 422, "invalid_request_error", "invalid_value", NULL, m);
+            ah_http_reply_error(req, 422, "invalid_request_error", "invalid_value",
+                                field_of(m, param, sizeof(param)), m);
         else if (rc == -EBUSY)
             ah_http_reply_error(req, 429, "rate_limit_error", "agent_concurrency_limit", NULL, m);
         else

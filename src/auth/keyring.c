@@ -11,15 +11,16 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/clock.h"
 #include "core/crypto.h"
 #include "core/log.h"
+#include "core/ticker.h"
 #include "store/keys.h"
 
 #define BOOTSTRAP_MAX_LEN 4096 /* longest token hashed when a bootstrap key is set */
 #define APPLY_RETRIES     3    /* refresh re-reads when an apply raced it */
+#define FULL_RESYNC_NS    ((uint64_t)AH_KEYRING_FULL_RESYNC_S * 1000000000ull)
 
 _Static_assert(sizeof(((ah_principal_t *)0)->key_id) == sizeof(((ah_key_rec_t *)0)->id), "id");
 _Static_assert(sizeof(((ah_principal_t *)0)->name) == sizeof(((ah_key_rec_t *)0)->name), "name");
@@ -95,10 +96,9 @@ struct ah_keyring {
     pthread_mutex_t refresh_mu; /* serialises refreshes (held across the store read) */
     bool last_refresh_failed;   /* under refresh_mu: log failures once per outage */
 
-    pthread_mutex_t wake_mu; /* guards stop, kicked */
-    pthread_cond_t wake_cv;
-    bool stop, kicked, started;
-    pthread_t thread;
+    ah_ticker_t *refresher; /* runs refresher_tick every refresh_s once started */
+    bool started;           /* ah_keyring_start ran (caller's thread only) */
+    uint64_t next_full;     /* refresher thread only (set by start before it exists) */
 };
 
 /* The keyring attachment installed on this thread (one; others use the mutex path). */
@@ -388,6 +388,8 @@ static void publish(ah_keyring_t *kr, snap_t *s)
     snap_unref(old);
 }
 
+static void refresher_tick(void *arg);
+
 /* ---- public ---- */
 
 ah_keyring_t *ah_keyring_new(ah_store_t *store, const char *bootstrap_admin_key, double refresh_s)
@@ -402,12 +404,17 @@ ah_keyring_t *ah_keyring_new(ah_store_t *store, const char *bootstrap_admin_key,
     }
     kr->gen = atomic_fetch_add(&next_gen, 1);
     kr->store = store;
-    /* Bounded so the condvar deadline arithmetic cannot overflow. */
     kr->refresh_s = refresh_s > 0 ? refresh_s : 1.0;
     if (kr->refresh_s < 0.01)
         kr->refresh_s = 0.01;
     if (kr->refresh_s > 3600)
         kr->refresh_s = 3600;
+    kr->refresher = ah_ticker_new("ah-keyring", kr->refresh_s, refresher_tick, kr);
+    if (!kr->refresher) {
+        snap_unref(kr->current);
+        free(kr);
+        return NULL;
+    }
     if (bootstrap_admin_key && *bootstrap_admin_key) {
         size_t n = strlen(bootstrap_admin_key);
         if (n > BOOTSTRAP_MAX_LEN) {
@@ -425,12 +432,6 @@ ah_keyring_t *ah_keyring_new(ah_store_t *store, const char *bootstrap_admin_key,
     }
     pthread_mutex_init(&kr->mu, NULL);
     pthread_mutex_init(&kr->refresh_mu, NULL);
-    pthread_mutex_init(&kr->wake_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&kr->wake_cv, &ca);
-    pthread_condattr_destroy(&ca);
     return kr;
 }
 
@@ -591,41 +592,14 @@ static int refresh_once(ah_keyring_t *kr, bool full)
     return rc;
 }
 
-static struct timespec mono_after(double s)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    long long ns = (long long)ts.tv_nsec + (long long)(s * 1e9);
-    ts.tv_sec += (time_t)(ns / 1000000000LL);
-    ts.tv_nsec = (long)(ns % 1000000000LL);
-    return ts;
-}
-
-static void *refresher_main(void *arg)
+/* The refresher thread's tick (core/ticker.h): incremental, full every FULL_RESYNC_NS. */
+static void refresher_tick(void *arg)
 {
     ah_keyring_t *kr = arg;
-    uint64_t next_full = ah_mono_ns() + (uint64_t)AH_KEYRING_FULL_RESYNC_S * 1000000000ull;
-    pthread_mutex_lock(&kr->wake_mu);
-    while (!kr->stop) {
-        struct timespec deadline = mono_after(kr->refresh_s);
-        while (!kr->stop && !kr->kicked) {
-            if (pthread_cond_timedwait(&kr->wake_cv, &kr->wake_mu, &deadline) == ETIMEDOUT)
-                break;
-        }
-        if (kr->stop)
-            break;
-        kr->kicked = false;
-        pthread_mutex_unlock(&kr->wake_mu);
-
-        bool full = ah_mono_ns() >= next_full;
-        if (full)
-            next_full = ah_mono_ns() + (uint64_t)AH_KEYRING_FULL_RESYNC_S * 1000000000ull;
-        refresh_once(kr, full); /* logs its own failures */
-
-        pthread_mutex_lock(&kr->wake_mu);
-    }
-    pthread_mutex_unlock(&kr->wake_mu);
-    return NULL;
+    bool full = ah_mono_ns() >= kr->next_full;
+    if (full)
+        kr->next_full = ah_mono_ns() + FULL_RESYNC_NS;
+    refresh_once(kr, full); /* logs its own failures */
 }
 
 int ah_keyring_start(ah_keyring_t *kr)
@@ -633,11 +607,12 @@ int ah_keyring_start(ah_keyring_t *kr)
     if (!kr->store || kr->started)
         return 0;
     int rc = refresh_once(kr, true);
-    int trc = pthread_create(&kr->thread, NULL, refresher_main, kr);
+    kr->next_full = ah_mono_ns() + FULL_RESYNC_NS;
+    int trc = ah_ticker_start(kr->refresher);
     if (trc != 0) {
         ah_log(AH_LOG_ERROR, "auth", "could not start the key cache refresher",
-               AH_LF_INT("errno", trc), AH_LF_END);
-        return -trc;
+               AH_LF_INT("errno", -trc), AH_LF_END);
+        return trc;
     }
     kr->started = true;
     return rc;
@@ -654,10 +629,7 @@ int ah_keyring_refresh_now(ah_keyring_t *kr)
 
 void ah_keyring_kick(ah_keyring_t *kr)
 {
-    pthread_mutex_lock(&kr->wake_mu);
-    kr->kicked = true;
-    pthread_cond_signal(&kr->wake_cv);
-    pthread_mutex_unlock(&kr->wake_mu);
+    ah_ticker_kick(kr->refresher);
 }
 
 int ah_keyring_apply(ah_keyring_t *kr, const ah_key_rec_t *rec)
@@ -684,13 +656,7 @@ void ah_keyring_free(ah_keyring_t *kr)
 {
     if (!kr)
         return;
-    if (kr->started) {
-        pthread_mutex_lock(&kr->wake_mu);
-        kr->stop = true;
-        pthread_cond_signal(&kr->wake_cv);
-        pthread_mutex_unlock(&kr->wake_mu);
-        pthread_join(kr->thread, NULL);
-    }
+    ah_ticker_free(kr->refresher); /* joins the refresher before anything else goes */
     att_t *a = kr->atts;
     while (a) {
         att_t *next = a->next;
@@ -702,8 +668,6 @@ void ah_keyring_free(ah_keyring_t *kr)
     snap_unref(kr->current);
     pthread_mutex_destroy(&kr->mu);
     pthread_mutex_destroy(&kr->refresh_mu);
-    pthread_mutex_destroy(&kr->wake_mu);
-    pthread_cond_destroy(&kr->wake_cv);
     explicit_bzero(kr->boot_hash, sizeof(kr->boot_hash));
     free(kr);
 }

@@ -23,6 +23,7 @@
 #include "cli/cli.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/ticker.h"
 #include "obs/metrics.h"
 #include "http/client.h"
 #include "obs/process.h"
@@ -41,15 +42,6 @@ static void serve_usage(FILE *f)
           f);
 }
 
-/* The health thread: pings the store every second so /readyz never blocks a loop. */
-typedef struct health {
-    ah_app_t *app;
-    pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool stop;
-} health_t;
-
 static void health_check(ah_app_t *app, bool first)
 {
     bool ok = ah_store_ping(app->store) == 0;
@@ -64,23 +56,10 @@ static void health_check(ah_app_t *app, bool first)
     }
 }
 
-static void *health_main(void *arg)
+/* The health thread's tick: pings the store every second so /readyz never blocks a loop. */
+static void health_tick(void *arg)
 {
-    health_t *h = arg;
-    pthread_mutex_lock(&h->mu);
-    while (!h->stop) {
-        struct timespec dl;
-        clock_gettime(CLOCK_REALTIME, &dl);
-        dl.tv_sec += 1;
-        pthread_cond_timedwait(&h->cv, &h->mu, &dl);
-        if (h->stop)
-            break;
-        pthread_mutex_unlock(&h->mu);
-        health_check(h->app, false);
-        pthread_mutex_lock(&h->mu);
-    }
-    pthread_mutex_unlock(&h->mu);
-    return NULL;
+    health_check(arg, false);
 }
 
 /* First start: no key at all and no configured admin key -> create one and show it once. */
@@ -227,8 +206,7 @@ int ah_cli_serve(int argc, char **argv)
     int exit_code = 1;
     ah_app_t app = {.cfg = &cfg};
     ah_router_t *router = NULL;
-    health_t health = {.app = &app};
-    bool health_started = false;
+    ah_ticker_t *health = NULL;
     ah_buf_t err;
     ah_buf_init(&err, 0);
     uint64_t t0 = ah_mono_ns();
@@ -353,10 +331,13 @@ int ah_cli_serve(int argc, char **argv)
     }
     ah_runtime_metrics_init(app.runtime);
     sandbox_check();
-    pthread_mutex_init(&health.mu, NULL);
-    pthread_cond_init(&health.cv, NULL);
-    if (pthread_create(&health.thread, NULL, health_main, &health) == 0)
-        health_started = true;
+    /* Not fatal: /readyz then keeps the state found at start. */
+    health = ah_ticker_new("ah-health", 1.0, health_tick, &app);
+    int hrc = health ? ah_ticker_start(health) : -errno;
+    if (hrc != 0)
+        ah_log(AH_LOG_WARN, "store",
+               "cannot start the store health thread: /readyz will not follow the store",
+               AH_LF_STR("error", strerror(-hrc)), AH_LF_END);
     if ((rc = ah_http_server_start(app.server)) != 0) {
         ah_log(AH_LOG_ERROR, "http", "cannot start worker threads",
                AH_LF_STR("error", strerror(-rc)), AH_LF_END);
@@ -400,15 +381,7 @@ int ah_cli_serve(int argc, char **argv)
     exit_code = 0;
 
 out:
-    if (health_started) {
-        pthread_mutex_lock(&health.mu);
-        health.stop = true;
-        pthread_cond_signal(&health.cv);
-        pthread_mutex_unlock(&health.mu);
-        pthread_join(health.thread, NULL);
-        pthread_mutex_destroy(&health.mu);
-        pthread_cond_destroy(&health.cv);
-    }
+    ah_ticker_free(health); /* stops the health thread first: it reads app.store */
     if (app.server && exit_code != 0)
         ah_http_server_wait(app.server, 0); /* never started or failed: stop what runs */
     ah_keyring_free(app.keyring);

@@ -116,6 +116,15 @@ static const field_t top_fields[] = {
      "tokens per minute per API key; 0 = unlimited"},
     {"limits.default_concurrency", T_INT, TOP(limits.default_concurrency), 0, 1000000, "32", 0,
      "requests in flight per API key; 0 = unlimited"},
+    {"runs.lease_s", T_DUR, TOP(runs.lease_s), 1, 3600, "30", 0,
+     "a replica's claim on a run; renewed by heartbeat, taken over by another replica after it "
+     "expires"},
+    {"runs.max_concurrent", T_INT, TOP(runs.max_concurrent), 1, 1000000, "1000", 0,
+     "runs one replica executes at once; more wait queued"},
+    {"runs.queue_ttl_s", T_DUR, TOP(runs.queue_ttl_s), 1, 31536000, "3600", 0,
+     "queued runs not started within this time end as expired"},
+    {"runs.claim_interval_s", T_DUR, TOP(runs.claim_interval_s), 0.05, 60, "0.5", 0,
+     "how often a replica looks for queued or orphaned runs"},
     {"agents_dir", T_STR, TOP(agents_dir), 0, 0, "", 0,
      "directory of agent YAML files applied at start (like kubectl apply); empty = none"},
 };
@@ -2050,7 +2059,7 @@ int ah_config_dump(const ah_config_t *c, ah_buf_t *out)
                            "# agenthub effective configuration (%s)\n# secrets are shown as "
                            "\"***\"\n",
                            c->path ? c->path : "built-in defaults");
-    /* agents_dir is the last top-level row: print it after the lists. */
+    /* agents_dir is the last top-level row (keep it so): print it after the lists. */
     rc |= dump_fields(out, top_fields, N_TOP - 1, c, 0, NULL);
     rc |= ah_buf_puts(out, c->n_providers ? "providers:\n" : "providers: []\n");
     for (size_t i = 0; i < c->n_providers && !rc; i++) {

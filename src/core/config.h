@@ -121,6 +121,13 @@ typedef struct ah_config {
     size_t n_models;
 
     char *agents_dir;
+
+    struct {
+        double lease_s;          /* claim on a run, renewed by heartbeat; default 30 */
+        int max_concurrent;      /* runs executing at once per replica; default 1000 */
+        double queue_ttl_s;      /* queued runs expire after this; default 3600 */
+        double claim_interval_s; /* how often to look for runs to claim; default 0.5 */
+    } runs;
 } ah_config_t;
 
 /** Fills c with the built-in defaults (what runs with no file). 0 or -ENOMEM. */

@@ -28,6 +28,7 @@
 #include "core/clock.h"
 #include "core/ids.h"
 #include "core/log.h"
+#include "core/ticker.h"
 #include "obs/metrics.h"
 
 #define DAY_MS          86400000LL
@@ -36,6 +37,7 @@
 #define TLS_SLOTS       4
 #define MAX_POLICY_ROWS 1000000
 #define RESOLVE_EVERY_S 30
+#define NS_PER_S        1000000000ull
 
 /* Ticket flags. */
 #define T_ADMITTED   0x1u
@@ -439,10 +441,10 @@ struct ah_limits {
     int64_t last_seen;          /* under refresh_mu */
     bool last_refresh_failed, last_reconcile_failed;
     atomic_bool reconcile_wanted;
-    pthread_mutex_t wake_mu; /* guards stop, kicked */
-    pthread_cond_t wake_cv;
-    bool stop, kicked, started;
-    pthread_t thread;
+    ah_ticker_t *refresher; /* runs refresher_tick every refresh_s once started */
+    bool started;           /* ah_limits_start ran (caller's thread only) */
+    /* refresher thread only (set by start before it exists): when each job is due */
+    uint64_t next_full, next_reconcile, next_resolve;
 
     ah_metric_series_t *m_rej_rate, *m_rej_budget, *m_rej_conc, *m_fallback;
 };
@@ -1657,20 +1659,12 @@ static int apply_row(ah_limits_t *lim, const ah_key_limits_rec_t *r)
     return 0;
 }
 
-static void kick(ah_limits_t *lim)
-{
-    pthread_mutex_lock(&lim->wake_mu);
-    lim->kicked = true;
-    pthread_cond_signal(&lim->wake_cv);
-    pthread_mutex_unlock(&lim->wake_mu);
-}
-
 int ah_limits_apply(ah_limits_t *lim, const ah_key_limits_rec_t *rec)
 {
     int rc = apply_row(lim, rec);
     if (rc == 0 && rec->budget_usd >= 0) {
         atomic_store(&lim->reconcile_wanted, true);
-        kick(lim);
+        ah_ticker_kick(lim->refresher);
     }
     return rc;
 }
@@ -1853,58 +1847,33 @@ static int reconcile_once(ah_limits_t *lim)
     return rc;
 }
 
-static struct timespec mono_after(double s)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    long long ns = (long long)ts.tv_nsec + (long long)(s * 1e9);
-    ts.tv_sec += (time_t)(ns / 1000000000LL);
-    ts.tv_nsec = (long)(ns % 1000000000LL);
-    return ts;
-}
-
-static void *refresher_main(void *arg)
+/*
+ * The refresher thread's tick (core/ticker.h), every refresh_s or on a kick:
+ * the key_limits refresh (full every AH_LIMITS_FULL_RESYNC_S), the budget
+ * reconcile when due or wanted, and the Redis address when due or missing.
+ */
+static void refresher_tick(void *arg)
 {
     ah_limits_t *lim = arg;
-    uint64_t t0 = ah_mono_ns();
-    uint64_t next_full = t0 + (uint64_t)AH_LIMITS_FULL_RESYNC_S * 1000000000ull;
-    uint64_t next_reconcile = t0 + (uint64_t)(lim->reconcile_s * 1e9);
-    uint64_t next_resolve = t0 + (uint64_t)RESOLVE_EVERY_S * 1000000000ull;
-    pthread_mutex_lock(&lim->wake_mu);
-    while (!lim->stop) {
-        struct timespec deadline = mono_after(lim->refresh_s);
-        while (!lim->stop && !lim->kicked) {
-            if (pthread_cond_timedwait(&lim->wake_cv, &lim->wake_mu, &deadline) == ETIMEDOUT)
-                break;
-        }
-        if (lim->stop)
-            break;
-        lim->kicked = false;
-        pthread_mutex_unlock(&lim->wake_mu);
-
-        uint64_t now = ah_mono_ns();
-        bool full = now >= next_full;
-        if (full)
-            next_full = now + (uint64_t)AH_LIMITS_FULL_RESYNC_S * 1000000000ull;
-        refresh_once(lim, full);
-        if (now >= next_reconcile || atomic_load(&lim->reconcile_wanted)) {
-            next_reconcile = now + (uint64_t)(lim->reconcile_s * 1e9);
-            reconcile_once(lim);
-        }
-        bool unresolved = false;
-        if (lim->redis) {
-            pthread_mutex_lock(&lim->addr_mu);
-            unresolved = lim->redis_ip[0] == '\0';
-            pthread_mutex_unlock(&lim->addr_mu);
-        }
-        if (lim->redis && (now >= next_resolve || unresolved)) {
-            next_resolve = now + (uint64_t)RESOLVE_EVERY_S * 1000000000ull;
-            redis_resolve(lim);
-        }
-        pthread_mutex_lock(&lim->wake_mu);
+    uint64_t now = ah_mono_ns();
+    bool full = now >= lim->next_full;
+    if (full)
+        lim->next_full = now + (uint64_t)AH_LIMITS_FULL_RESYNC_S * NS_PER_S;
+    refresh_once(lim, full);
+    if (now >= lim->next_reconcile || atomic_load(&lim->reconcile_wanted)) {
+        lim->next_reconcile = now + (uint64_t)(lim->reconcile_s * 1e9);
+        reconcile_once(lim);
     }
-    pthread_mutex_unlock(&lim->wake_mu);
-    return NULL;
+    bool unresolved = false;
+    if (lim->redis) {
+        pthread_mutex_lock(&lim->addr_mu);
+        unresolved = lim->redis_ip[0] == '\0';
+        pthread_mutex_unlock(&lim->addr_mu);
+    }
+    if (lim->redis && (now >= lim->next_resolve || unresolved)) {
+        lim->next_resolve = now + (uint64_t)RESOLVE_EVERY_S * NS_PER_S;
+        redis_resolve(lim);
+    }
 }
 
 /* ---- lifetime ---- */
@@ -1985,14 +1954,10 @@ ah_limits_t *ah_limits_new(const ah_config_t *cfg, ah_store_t *store, ah_usage_t
     pthread_mutex_init(&lim->addr_mu, NULL);
     pthread_mutex_init(&lim->att_mu, NULL);
     pthread_mutex_init(&lim->refresh_mu, NULL);
-    pthread_mutex_init(&lim->wake_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&lim->wake_cv, &ca);
-    pthread_condattr_destroy(&ca);
 
-    if (models_init(lim) != 0 || ah_id_new(lim->node, sizeof(lim->node), "l", 9) != 0) {
+    lim->refresher = ah_ticker_new("ah-limits", lim->refresh_s, refresher_tick, lim);
+    if (!lim->refresher || models_init(lim) != 0 ||
+        ah_id_new(lim->node, sizeof(lim->node), "l", 9) != 0) {
         ah_limits_free(lim);
         return NULL;
     }
@@ -2035,11 +2000,15 @@ int ah_limits_start(ah_limits_t *lim)
     int rc2 = reconcile_once(lim);
     if (!rc)
         rc = rc2;
-    int trc = pthread_create(&lim->thread, NULL, refresher_main, lim);
+    uint64_t t0 = ah_mono_ns();
+    lim->next_full = t0 + (uint64_t)AH_LIMITS_FULL_RESYNC_S * NS_PER_S;
+    lim->next_reconcile = t0 + (uint64_t)(lim->reconcile_s * 1e9);
+    lim->next_resolve = t0 + (uint64_t)RESOLVE_EVERY_S * NS_PER_S;
+    int trc = ah_ticker_start(lim->refresher);
     if (trc != 0) {
         ah_log(AH_LOG_ERROR, "limits", "could not start the key limits refresher",
-               AH_LF_INT("errno", trc), AH_LF_END);
-        return -trc;
+               AH_LF_INT("errno", -trc), AH_LF_END);
+        return trc;
     }
     lim->started = true;
     return rc;
@@ -2138,13 +2107,7 @@ void ah_limits_free(ah_limits_t *lim)
 {
     if (!lim)
         return;
-    if (lim->started) {
-        pthread_mutex_lock(&lim->wake_mu);
-        lim->stop = true;
-        pthread_cond_signal(&lim->wake_cv);
-        pthread_mutex_unlock(&lim->wake_mu);
-        pthread_join(lim->thread, NULL);
-    }
+    ah_ticker_free(lim->refresher); /* joins the refresher before anything else goes */
     if (lim->usage)
         ah_usage_set_spend_hook(lim->usage, NULL, NULL);
     lim->closing = true;
@@ -2174,8 +2137,6 @@ void ah_limits_free(ah_limits_t *lim)
     pthread_mutex_destroy(&lim->addr_mu);
     pthread_mutex_destroy(&lim->att_mu);
     pthread_mutex_destroy(&lim->refresh_mu);
-    pthread_mutex_destroy(&lim->wake_mu);
-    pthread_cond_destroy(&lim->wake_cv);
     explicit_bzero(lim->redis_pass, sizeof(lim->redis_pass));
     free(lim);
 }

@@ -6,7 +6,6 @@
  * AH_TEST_LOOKUPS sets the lookups per thread in the concurrency test
  * (default 100000; lower it under valgrind if it is too slow).
  */
-#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -29,70 +28,22 @@
 #include "store/audit.h"
 #include "store/keys.h"
 #include "store/store.h"
+#include "testutil.h"
 
-typedef struct fixture {
-    char dir[64];
-    char url[128];
-    ah_config_t cfg;
-    ah_store_t *store;
-} fixture_t;
+/* The fixture: a real SQLite store in a temporary directory (testutil.h). */
+typedef ah_test_store_t fixture_t;
 
 static int setup(void **state)
 {
-    fixture_t *f = calloc(1, sizeof(*f));
-    if (!f)
-        return -1;
-    snprintf(f->dir, sizeof(f->dir), "/tmp/ah_keyring_XXXXXX");
-    if (!mkdtemp(f->dir)) {
-        free(f);
-        return -1;
-    }
-    snprintf(f->url, sizeof(f->url), "sqlite://%s/db", f->dir);
-    f->cfg.storage.url = f->url;
-    f->cfg.storage.busy_timeout_ms = 5000;
-    f->cfg.storage.max_batch = 256;
-    ah_buf_t err = AH_BUF_INIT;
-    int rc = ah_store_open(&f->cfg, AH_STORE_MIGRATE, &f->store, &err);
-    if (rc < 0) {
-        fprintf(stderr, "store open: %s\n", err.data ? err.data : "?");
-        ah_buf_free(&err);
-        rmdir(f->dir);
-        free(f);
-        return -1;
-    }
-    ah_buf_free(&err);
-    *state = f;
-    return 0;
+    return ah_test_store_setup(state, "keyring", 256);
 }
 
 static int teardown(void **state)
 {
-    fixture_t *f = *state;
-    ah_store_close(f->store);
-    DIR *d = opendir(f->dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
-            char p[512];
-            snprintf(p, sizeof(p), "%s/%s", f->dir, e->d_name);
-            unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(f->dir);
-    free(f);
-    return 0;
+    return ah_test_store_teardown(state);
 }
 
 /* ---- helpers ---- */
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static int lookup(ah_keyring_t *kr, const char *key, ah_principal_t *p)
 {
@@ -106,7 +57,7 @@ static int wait_lookup(ah_keyring_t *kr, const char *key, int want, int deadline
     uint64_t end = ah_mono_ns() + (uint64_t)deadline_ms * 1000000ull;
     int rc;
     while ((rc = lookup(kr, key, NULL)) != want && ah_mono_ns() < end)
-        sleep_ms(5);
+        ah_test_sleep_ms(5);
     return rc;
 }
 
@@ -183,7 +134,7 @@ static int lookup_on_loop(ah_loop_t *loop, ah_keyring_t *kr, const char *key, ah
     assert_int_equal(ah_loop_post(loop, probe_cb, &pr), 0);
     uint64_t end = ah_mono_ns() + 5000000000ull;
     while (!atomic_load(&pr.done) && ah_mono_ns() < end)
-        sleep_ms(1);
+        ah_test_sleep_ms(1);
     assert_true(atomic_load(&pr.done));
     if (p)
         *p = pr.p;

@@ -9,7 +9,6 @@
  * Buckets and budget periods run on an injected clock, so nothing here
  * sleeps to let time pass; waits on other threads are bounded polls.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -40,6 +39,7 @@
 #include "obs/metrics.h"
 #include "store/store.h"
 #include "store/usage.h"
+#include "testutil.h"
 
 #define REDIS_SERVER "/usr/bin/redis-server"
 
@@ -618,65 +618,17 @@ static void test_budget_periods(void **state)
 
 /* ---- with a store ---- */
 
-typedef struct fixture {
-    char dir[64];
-    char url[128];
-    ah_config_t cfg;
-    ah_store_t *store;
-} fixture_t;
+/* The fixture: a real SQLite store in a temporary directory (testutil.h). */
+typedef ah_test_store_t fixture_t;
 
 static int setup(void **state)
 {
-    fixture_t *f = calloc(1, sizeof(*f));
-    if (!f)
-        return -1;
-    snprintf(f->dir, sizeof(f->dir), "/tmp/ah_limits_XXXXXX");
-    if (!mkdtemp(f->dir)) {
-        free(f);
-        return -1;
-    }
-    snprintf(f->url, sizeof(f->url), "sqlite://%s/db", f->dir);
-    f->cfg.storage.url = f->url;
-    f->cfg.storage.busy_timeout_ms = 5000;
-    f->cfg.storage.max_batch = 256;
-    ah_buf_t err = AH_BUF_INIT;
-    if (ah_store_open(&f->cfg, AH_STORE_MIGRATE, &f->store, &err) < 0) {
-        fprintf(stderr, "store open: %s\n", err.data ? err.data : "?");
-        ah_buf_free(&err);
-        rmdir(f->dir);
-        free(f);
-        return -1;
-    }
-    ah_buf_free(&err);
-    *state = f;
-    return 0;
+    return ah_test_store_setup(state, "limits", 256);
 }
 
 static int teardown(void **state)
 {
-    fixture_t *f = *state;
-    ah_store_close(f->store);
-    DIR *d = opendir(f->dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
-            char p[512];
-            snprintf(p, sizeof(p), "%s/%s", f->dir, e->d_name);
-            unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(f->dir);
-    free(f);
-    return 0;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
+    return ah_test_store_teardown(state);
 }
 
 static int upsert_work(ah_db_t *db, void *arg)
@@ -803,7 +755,7 @@ static void test_refresh_picks_up_change(void **state)
     store_limits(f, &r);
     uint64_t end = ah_mono_ns() + 3000000000ull;
     do {
-        sleep_ms(10);
+        ah_test_sleep_ms(10);
         ah_limits_key_status(lim, "key_q", &st);
     } while (st.rpm != 7 && ah_mono_ns() < end);
     assert_int_equal(st.rpm, 7);
@@ -816,7 +768,7 @@ static void test_refresh_picks_up_change(void **state)
     store_limits(f, &r);
     end = ah_mono_ns() + 3000000000ull;
     do {
-        sleep_ms(10);
+        ah_test_sleep_ms(10);
         ah_limits_key_status(lim, "key_q", &st);
     } while (st.rpm != 100 && ah_mono_ns() < end);
     assert_int_equal(st.rpm, 100);
@@ -889,7 +841,7 @@ static void admit_on(ah_limits_t *lim, loop_thread_t *lt, const char *key, int64
     assert_int_equal(ah_loop_post(lt->loop, call_run, c), 0);
     uint64_t end = ah_mono_ns() + 5000000000ull;
     while (!atomic_load(&c->done) && ah_mono_ns() < end)
-        sleep_ms(1);
+        ah_test_sleep_ms(1);
     assert_true(atomic_load(&c->done));
     assert_true(c->rc == 0 || c->rc == -EINPROGRESS);
 }
@@ -941,7 +893,7 @@ static pid_t redis_start(int port)
             redisFree(rc);
         }
         assert_true(ah_mono_ns() < end);
-        sleep_ms(10);
+        ah_test_sleep_ms(10);
     }
 }
 
@@ -1019,7 +971,7 @@ static void test_redis(void **state)
     uint64_t end = ah_mono_ns() + 5000000000ull;
     while ((ah_limits_redis_connected(a) != 1 || ah_limits_redis_connected(b) != 1) &&
            ah_mono_ns() < end)
-        sleep_ms(5);
+        ah_test_sleep_ms(5);
     assert_int_equal(ah_limits_redis_connected(a), 1);
     assert_int_equal(ah_limits_redis_connected(b), 1);
 
@@ -1065,7 +1017,7 @@ static void test_redis(void **state)
     ah_limits_finish(b, &c2.t, 250);
     end = ah_mono_ns() + 3000000000ull;
     do {
-        sleep_ms(5);
+        ah_test_sleep_ms(5);
         admit_on(a, &la, "key_conc", 0, &c3);
     } while (!(c3.res.status == 429 && strcmp(c3.res.code, AH_LIMITS_CODE_RATE) == 0) &&
              ah_mono_ns() < end);
@@ -1094,7 +1046,7 @@ static void test_redis(void **state)
     /* it comes back: after the retry delay, decisions are shared again */
     end = ah_mono_ns() + 5000000000ull;
     do {
-        sleep_ms(20);
+        ah_test_sleep_ms(20);
         admit_on(a, &la, "key_back", 0, &cl);
     } while (!cl.res.redis && ah_mono_ns() < end);
     assert_true(cl.res.redis);

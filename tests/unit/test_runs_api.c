@@ -8,7 +8,6 @@
  * builds the principal from x-test-key / x-test-role headers.
  */
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <netinet/in.h>
@@ -32,6 +31,7 @@
 #include "core/clock.h"
 #include "store/runs.h"
 #include "store/store.h"
+#include "testutil.h"
 
 typedef struct route_fn {
     ah_api_handler_fn fn;
@@ -42,9 +42,7 @@ static const route_fn_t r_get = {ah_api_runs_get};
 static const route_fn_t r_events = {ah_api_runs_events};
 
 typedef struct fixture {
-    char dir[64];
-    char url[128];
-    ah_config_t cfg;
+    ah_test_store_t ts; /* the store; app.store points at ts.store */
     ah_app_t app;
     ah_router_t *router;
     ah_http_server_t *srv;
@@ -68,24 +66,12 @@ static void test_dispatch(ah_http_req_t *req, const ah_route_t *route, void *ud)
 static int setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof(*f));
-    if (!f)
-        return -1;
-    snprintf(f->dir, sizeof(f->dir), "/tmp/ah_runsapi_XXXXXX");
-    if (!mkdtemp(f->dir)) {
+    if (!f || ah_test_store_open(&f->ts, "runsapi", 64) != 0) {
         free(f);
         return -1;
     }
-    snprintf(f->url, sizeof(f->url), "sqlite://%s/db", f->dir);
-    f->cfg.storage.url = f->url;
-    f->cfg.storage.busy_timeout_ms = 5000;
-    f->cfg.storage.max_batch = 64;
+    f->app.store = f->ts.store;
     ah_buf_t err = AH_BUF_INIT;
-    if (ah_store_open(&f->cfg, AH_STORE_MIGRATE, &f->app.store, &err) < 0) {
-        fprintf(stderr, "store open: %s\n", err.data ? err.data : "?");
-        ah_buf_free(&err);
-        free(f);
-        return -1;
-    }
     f->router = ah_router_new();
     if (!f->router || ah_router_add(f->router, AH_HTTP_GET, "/v1/runs", (void *)&r_list, 0) != 0 ||
         ah_router_add(f->router, AH_HTTP_GET, "/v1/runs/{id}", (void *)&r_get, 0) != 0 ||
@@ -121,20 +107,7 @@ static int teardown(void **state)
     ah_http_server_wait(f->srv, 2.0);
     ah_http_server_free(f->srv);
     ah_router_free(f->router);
-    ah_store_close(f->app.store);
-    DIR *d = opendir(f->dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
-            char p[512];
-            snprintf(p, sizeof(p), "%s/%s", f->dir, e->d_name);
-            unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(f->dir);
+    ah_test_store_close(&f->ts);
     free(f);
     return 0;
 }

@@ -4,7 +4,6 @@
  * runtime use them: insert/get/update, list filters and pagination, the event
  * log, idempotency keys, and the record helpers.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,60 +18,19 @@
 
 #include "store/runs.h"
 #include "store/store.h"
+#include "testutil.h"
 
-typedef struct fixture {
-    char dir[64];
-    char url[128];
-    ah_config_t cfg;
-    ah_store_t *store;
-} fixture_t;
+/* The fixture: a real SQLite store in a temporary directory (testutil.h). */
+typedef ah_test_store_t fixture_t;
 
 static int setup(void **state)
 {
-    fixture_t *f = calloc(1, sizeof(*f));
-    if (!f)
-        return -1;
-    snprintf(f->dir, sizeof(f->dir), "/tmp/ah_runs_XXXXXX");
-    if (!mkdtemp(f->dir)) {
-        free(f);
-        return -1;
-    }
-    snprintf(f->url, sizeof(f->url), "sqlite://%s/db", f->dir);
-    f->cfg.storage.url = f->url;
-    f->cfg.storage.busy_timeout_ms = 5000;
-    f->cfg.storage.max_batch = 64;
-    ah_buf_t err = AH_BUF_INIT;
-    if (ah_store_open(&f->cfg, AH_STORE_MIGRATE, &f->store, &err) < 0) {
-        fprintf(stderr, "store open: %s\n", err.data ? err.data : "?");
-        ah_buf_free(&err);
-        rmdir(f->dir);
-        free(f);
-        return -1;
-    }
-    ah_buf_free(&err);
-    *state = f;
-    return 0;
+    return ah_test_store_setup(state, "runs", 64);
 }
 
 static int teardown(void **state)
 {
-    fixture_t *f = *state;
-    ah_store_close(f->store);
-    DIR *d = opendir(f->dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
-            char p[512];
-            snprintf(p, sizeof(p), "%s/%s", f->dir, e->d_name);
-            unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(f->dir);
-    free(f);
-    return 0;
+    return ah_test_store_teardown(state);
 }
 
 /* ---- store jobs ---- */

@@ -4,7 +4,6 @@
  * temporary directory: cost math, batching, flush at free, the pending
  * bound, retries, aggregation and the budget sum.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -24,68 +23,21 @@
 #include "gateway/usage.h"
 #include "store/store.h"
 #include "store/usage.h"
+#include "testutil.h"
 
 #define DAY 86400000LL
 
-typedef struct fixture {
-    char dir[64];
-    char url[128];
-    ah_config_t cfg;
-    ah_store_t *store;
-} fixture_t;
+/* The fixture: a real SQLite store in a temporary directory (testutil.h). */
+typedef ah_test_store_t fixture_t;
 
 static int setup(void **state)
 {
-    fixture_t *f = calloc(1, sizeof(*f));
-    if (!f)
-        return -1;
-    snprintf(f->dir, sizeof(f->dir), "/tmp/ah_usage_XXXXXX");
-    if (!mkdtemp(f->dir)) {
-        free(f);
-        return -1;
-    }
-    snprintf(f->url, sizeof(f->url), "sqlite://%s/db", f->dir);
-    f->cfg.storage.url = f->url;
-    f->cfg.storage.busy_timeout_ms = 5000;
-    f->cfg.storage.max_batch = 256;
-    ah_buf_t err = AH_BUF_INIT;
-    if (ah_store_open(&f->cfg, AH_STORE_MIGRATE, &f->store, &err) < 0) {
-        fprintf(stderr, "store open: %s\n", err.data ? err.data : "?");
-        ah_buf_free(&err);
-        rmdir(f->dir);
-        free(f);
-        return -1;
-    }
-    ah_buf_free(&err);
-    *state = f;
-    return 0;
+    return ah_test_store_setup(state, "usage", 256);
 }
 
 static int teardown(void **state)
 {
-    fixture_t *f = *state;
-    ah_store_close(f->store);
-    DIR *d = opendir(f->dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
-            char p[512];
-            snprintf(p, sizeof(p), "%s/%s", f->dir, e->d_name);
-            unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(f->dir);
-    free(f);
-    return 0;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
+    return ah_test_store_teardown(state);
 }
 
 /* ---- store helpers ---- */
@@ -206,7 +158,7 @@ static void test_batching(void **state)
     ah_usage_stats_t st;
     uint64_t end = ah_mono_ns() + 5000000000ull;
     do {
-        sleep_ms(5);
+        ah_test_sleep_ms(5);
         ah_usage_stats(u, &st);
     } while (st.rows_written < 500 && ah_mono_ns() < end);
     assert_true(st.rows_written >= 500);
@@ -232,7 +184,7 @@ static void test_timer_flush(void **state)
     assert_int_equal(ah_usage_record(u, &r), 0);
     uint64_t end = ah_mono_ns() + 5000000000ull;
     while (count(f, "SELECT COUNT(*) FROM usage") < 1 && ah_mono_ns() < end)
-        sleep_ms(5);
+        ah_test_sleep_ms(5);
     assert_int_equal(count(f, "SELECT COUNT(*) FROM usage"), 1);
     ah_usage_free(u);
 }

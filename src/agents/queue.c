@@ -1,0 +1,274 @@
+/*
+ * queue.c - claims, lease heartbeats and queue expiry for durable runs; see
+ * queue.h. The SQL is portable: a claim is an optimistic conditional UPDATE
+ * per candidate row, so two replicas (SQLite writers, or PostgreSQL
+ * sessions) can never both own a run: only the UPDATE that changed the row
+ * wins.
+ */
+#include "agents/queue.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "obs/metrics.h"
+#include "store/db.h"
+
+#define CLAIM_BATCH   16
+#define HEARTBEAT_MAX 4096
+
+typedef struct queue_worker {
+    ah_runtime_t *rt;
+    ah_loop_t *loop;
+    struct event *timer;
+    bool claiming, beating;
+    int64_t next_beat_ms;
+} queue_worker_t;
+
+static _Thread_local queue_worker_t *tl_queue;
+
+static ah_metric_family_t *m_wait;
+static _Atomic int64_t g_depth;
+
+static double depth_value(void *ud)
+{
+    (void)ud;
+    return (double)atomic_load(&g_depth);
+}
+
+/* ---- store jobs ---- */
+
+typedef struct claim_job {
+    char owner[48];
+    int64_t now, lease_ms, ttl_ms;
+    int max;
+    ah_run_rec_t *recs;
+    size_t n;
+    int64_t depth;
+    int64_t expired;
+    queue_worker_t *qw;
+} claim_job_t;
+
+typedef struct id_list {
+    char (*ids)[48];
+    size_t n, cap;
+} id_list_t;
+
+static int collect_id(void *ud, const ah_db_val_t *cols, int ncols)
+{
+    id_list_t *l = ud;
+    if (ncols < 1 || l->n >= l->cap)
+        return 0;
+    ah_db_val_copy(&cols[0], l->ids[l->n], 48);
+    l->n++;
+    return 0;
+}
+
+static int claim_work(ah_db_t *db, void *arg)
+{
+    claim_job_t *j = arg;
+    ah_db_val_t ex[4] = {ah_db_int(j->now), ah_db_int(j->now), ah_db_int(j->now - j->ttl_ms)};
+    int rc = ah_db_query(db,
+                         "UPDATE runs SET status = 'expired', finished_at = ?, updated_at = ?, "
+                         "error_code = 'expired', error = 'the run waited in the queue longer "
+                         "than runs.queue_ttl_s' WHERE status = 'queued' AND created_at < ?",
+                         ex, 3, NULL, NULL);
+    if (rc)
+        return rc;
+    j->expired = ah_db_changes(db);
+    ah_db_query_int(db, "SELECT COUNT(*) FROM runs WHERE status = 'queued'", NULL, 0, &j->depth);
+    if (j->max <= 0)
+        return 0;
+    char ids[CLAIM_BATCH][48];
+    id_list_t l = {ids, 0, (size_t)(j->max < CLAIM_BATCH ? j->max : CLAIM_BATCH)};
+    ah_db_val_t sel[2] = {ah_db_int(j->now), ah_db_int((int64_t)l.cap)};
+    rc = ah_db_query(db,
+                     "SELECT id FROM runs WHERE status = 'queued' OR (status = 'running' AND "
+                     "lease_expires_at < ?) ORDER BY created_at LIMIT ?",
+                     sel, 2, collect_id, &l);
+    if (rc)
+        return rc;
+    j->recs = calloc(l.n ? l.n : 1, sizeof(ah_run_rec_t));
+    if (!j->recs)
+        return -ENOMEM;
+    for (size_t i = 0; i < l.n; i++) {
+        ah_db_val_t up[5] = {ah_db_text(j->owner), ah_db_int(j->now + j->lease_ms),
+                             ah_db_int(j->now), ah_db_text(ids[i]), ah_db_int(j->now)};
+        rc = ah_db_query(db,
+                         "UPDATE runs SET lease_owner = ?, lease_expires_at = ?, attempt = "
+                         "attempt + 1, status = 'running', updated_at = ? WHERE id = ? AND "
+                         "(status = 'queued' OR (status = 'running' AND lease_expires_at < ?))",
+                         up, 5, NULL, NULL);
+        if (rc)
+            return rc;
+        if (ah_db_changes(db) != 1)
+            continue; /* another replica got there first */
+        if (ah_store_run_get(db, ids[i], &j->recs[j->n]) == 0)
+            j->n++;
+    }
+    return 0;
+}
+
+static void arm(queue_worker_t *qw, double secs);
+
+static void claim_done(int rc, void *arg)
+{
+    claim_job_t *j = arg;
+    queue_worker_t *qw = j->qw;
+    qw->claiming = false;
+    if (rc)
+        ah_log(AH_LOG_WARN, "queue", "claim failed", AH_LF_INT("rc", rc), AH_LF_END);
+    atomic_store(&g_depth, j->depth);
+    if (j->expired > 0)
+        ah_log(AH_LOG_WARN, "queue", "queued runs expired", AH_LF_INT("count", j->expired),
+               AH_LF_END);
+    for (size_t i = 0; i < j->n; i++) {
+        ah_run_rec_t *r = &j->recs[i];
+        if (r->attempt <= 1 && r->created_at)
+            ah_hist_observe(ah_metrics_series0(m_wait), (double)(j->now - r->created_at) / 1e3);
+        else
+            ah_log(AH_LOG_WARN, "queue", "taking over a run whose owner stopped",
+                   AH_LF_STR("run_id", r->id), AH_LF_INT("attempt", r->attempt), AH_LF_END);
+        int prc = ah_runtime_resume(qw->rt, qw->loop, r);
+        if (prc)
+            ah_log(AH_LOG_WARN, "queue", "claimed run not started here", AH_LF_STR("run_id", r->id),
+                   AH_LF_INT("rc", prc), AH_LF_END);
+        ah_run_rec_free(r);
+    }
+    /* A full batch: there may be more waiting. */
+    if (j->n == CLAIM_BATCH)
+        arm(qw, 0);
+    free(j->recs);
+    free(j);
+}
+
+typedef struct beat_job {
+    char owner[48];
+    int64_t until;
+    char (*ids)[48];
+    size_t n;
+    queue_worker_t *qw;
+} beat_job_t;
+
+static int beat_work(ah_db_t *db, void *arg)
+{
+    beat_job_t *j = arg;
+    for (size_t i = 0; i < j->n; i++) {
+        ah_db_val_t v[3] = {ah_db_int(j->until), ah_db_text(j->ids[i]), ah_db_text(j->owner)};
+        int rc = ah_db_query(db,
+                             "UPDATE runs SET lease_expires_at = ? WHERE id = ? AND lease_owner "
+                             "= ? AND status IN ('running', 'requires_action')",
+                             v, 3, NULL, NULL);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static void beat_done(int rc, void *arg)
+{
+    beat_job_t *j = arg;
+    j->qw->beating = false;
+    if (rc)
+        ah_log(AH_LOG_WARN, "queue", "lease heartbeat failed", AH_LF_INT("rc", rc), AH_LF_END);
+    free(j->ids);
+    free(j);
+}
+
+/* ---- the timer ---- */
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    queue_worker_t *qw = arg;
+    (void)fd;
+    (void)what;
+    const ah_config_t *cfg = ah_runtime_config(qw->rt);
+    ah_store_t *store = ah_runtime_store(qw->rt);
+    int64_t now = ah_wall_ms();
+    int64_t lease_ms = (int64_t)(cfg->runs.lease_s * 1000);
+    if (!qw->beating && now >= qw->next_beat_ms) {
+        qw->next_beat_ms = now + lease_ms / 3;
+        beat_job_t *b = calloc(1, sizeof(*b));
+        if (b) {
+            b->ids = calloc(HEARTBEAT_MAX, 48);
+            b->n = b->ids ? ah_runtime_local_runs(qw->rt, b->ids, HEARTBEAT_MAX) : 0;
+            b->qw = qw;
+            b->until = now + lease_ms;
+            snprintf(b->owner, sizeof(b->owner), "%s", ah_runtime_node(qw->rt));
+            if (b->n == 0 ||
+                ah_store_submit(store, AH_STORE_WRITE, beat_work, beat_done, qw->loop, b) != 0) {
+                free(b->ids);
+                free(b);
+            } else {
+                qw->beating = true;
+            }
+        }
+    }
+    if (!qw->claiming) {
+        claim_job_t *j = calloc(1, sizeof(*j));
+        if (j) {
+            snprintf(j->owner, sizeof(j->owner), "%s", ah_runtime_node(qw->rt));
+            j->now = now;
+            j->lease_ms = lease_ms;
+            j->ttl_ms = (int64_t)(cfg->runs.queue_ttl_s * 1000);
+            j->max = ah_runtime_free_slots(qw->rt);
+            j->qw = qw;
+            if (ah_store_submit(store, AH_STORE_WRITE, claim_work, claim_done, qw->loop, j) != 0)
+                free(j);
+            else
+                qw->claiming = true;
+        }
+    }
+    arm(qw, cfg->runs.claim_interval_s);
+}
+
+static void arm(queue_worker_t *qw, double secs)
+{
+    struct timeval tv = {(time_t)secs, (suseconds_t)((secs - (double)(time_t)secs) * 1e6)};
+    evtimer_add(qw->timer, &tv);
+}
+
+int ah_queue_attach(ah_runtime_t *rt, ah_loop_t *loop)
+{
+    if (!m_wait) {
+        m_wait = ah_metrics_histogram(
+            "agenthub_queue_wait_seconds", "Time queued runs waited before a replica started them.",
+            0, NULL, ah_metrics_latency_buckets, AH_METRICS_LATENCY_NBUCKETS);
+        ah_metrics_gauge_fn("agenthub_queue_depth", "Runs waiting in the queue (store-wide).",
+                            depth_value, NULL);
+    }
+    queue_worker_t *qw = calloc(1, sizeof(*qw));
+    if (!qw)
+        return -ENOMEM;
+    qw->rt = rt;
+    qw->loop = loop;
+    qw->timer = evtimer_new(ah_loop_base(loop), on_tick, qw);
+    if (!qw->timer) {
+        free(qw);
+        return -ENOMEM;
+    }
+    tl_queue = qw;
+    arm(qw, ah_runtime_config(rt)->runs.claim_interval_s);
+    return 0;
+}
+
+void ah_queue_detach(ah_runtime_t *rt)
+{
+    queue_worker_t *qw = tl_queue;
+    if (!qw || qw->rt != rt)
+        return;
+    event_free(qw->timer);
+    free(qw);
+    tl_queue = NULL;
+}
+
+void ah_queue_kick(void)
+{
+    queue_worker_t *qw = tl_queue;
+    if (qw && !qw->claiming)
+        arm(qw, 0);
+}
