@@ -87,8 +87,8 @@ static int claim_work(ah_db_t *db, void *arg)
     id_list_t l = {ids, 0, (size_t)(j->max < CLAIM_BATCH ? j->max : CLAIM_BATCH)};
     ah_db_val_t sel[2] = {ah_db_int(j->now), ah_db_int((int64_t)l.cap)};
     rc = ah_db_query(db,
-                     "SELECT id FROM runs WHERE status = 'queued' OR (status = 'running' AND "
-                     "lease_expires_at < ?) ORDER BY created_at LIMIT ?",
+                     "SELECT id FROM runs WHERE status = 'queued' OR (status IN ('running', "
+                     "'requires_action') AND lease_expires_at < ?) ORDER BY created_at LIMIT ?",
                      sel, 2, collect_id, &l);
     if (rc)
         return rc;
@@ -101,7 +101,8 @@ static int claim_work(ah_db_t *db, void *arg)
         rc = ah_db_query(db,
                          "UPDATE runs SET lease_owner = ?, lease_expires_at = ?, attempt = "
                          "attempt + 1, status = 'running', updated_at = ? WHERE id = ? AND "
-                         "(status = 'queued' OR (status = 'running' AND lease_expires_at < ?))",
+                         "(status = 'queued' OR (status IN ('running', 'requires_action') AND "
+                         "lease_expires_at < ?))",
                          up, 5, NULL, NULL);
         if (rc)
             return rc;
@@ -114,6 +115,40 @@ static int claim_work(ah_db_t *db, void *arg)
 }
 
 static void arm(queue_worker_t *qw, double secs);
+
+typedef struct release_job {
+    char id[48], owner[48];
+} release_job_t;
+
+static int release_work(ah_db_t *db, void *arg)
+{
+    release_job_t *j = arg;
+    ah_db_val_t v[2] = {ah_db_text(j->id), ah_db_text(j->owner)};
+    return ah_db_query(db,
+                       "UPDATE runs SET lease_expires_at = 0, attempt = attempt - 1, status = "
+                       "CASE WHEN started_at IS NULL THEN 'queued' ELSE status END WHERE id = ? "
+                       "AND lease_owner = ?",
+                       v, 2, NULL, NULL);
+}
+
+static void release_done(int rc, void *arg)
+{
+    (void)rc;
+    free(arg);
+}
+
+/* Gives a claim back at once, so the run is claimable again (here or elsewhere). */
+static void release_claim(queue_worker_t *qw, const char *id)
+{
+    release_job_t *j = calloc(1, sizeof(*j));
+    if (!j)
+        return;
+    snprintf(j->id, sizeof(j->id), "%s", id);
+    snprintf(j->owner, sizeof(j->owner), "%s", ah_runtime_node(qw->rt));
+    if (ah_store_submit(ah_runtime_store(qw->rt), AH_STORE_WRITE, release_work, release_done, NULL,
+                        j) != 0)
+        free(j);
+}
 
 static void claim_done(int rc, void *arg)
 {
@@ -134,7 +169,9 @@ static void claim_done(int rc, void *arg)
             ah_log(AH_LOG_WARN, "queue", "taking over a run whose owner stopped",
                    AH_LF_STR("run_id", r->id), AH_LF_INT("attempt", r->attempt), AH_LF_END);
         int prc = ah_runtime_resume(qw->rt, qw->loop, r);
-        if (prc)
+        if (prc == -EBUSY)
+            release_claim(qw, r->id); /* the agent is at its concurrency limit: back to the queue */
+        else if (prc)
             ah_log(AH_LOG_WARN, "queue", "claimed run not started here", AH_LF_STR("run_id", r->id),
                    AH_LF_INT("rc", prc), AH_LF_END);
         ah_run_rec_free(r);

@@ -43,6 +43,7 @@ static _Thread_local rt_worker_t *tl_worker;
 typedef struct active_run {
     struct active_run *next;
     char id[48];
+    char key_id[48]; /* who started it: non-admin callers may only cancel their own */
     ah_loop_t *loop;
     ah_run_t *run;
 } active_run_t;
@@ -67,6 +68,7 @@ typedef struct tool_call {
     char *id, *name, *args;
     ah_tool_exec_t *exec;
     bool done, is_error;
+    bool awaiting; /* needs a human's decision (approval.tools) */
     char *result;
     uint64_t t0;
     struct ah_run *run;
@@ -110,8 +112,10 @@ struct ah_run {
     tool_call_t *calls;
     size_t n_calls, n_pending;
     char *handoff_to;
-    json_t *known_results; /* resume: tool_call_id -> stored tool.result data */
-    bool resume_tools;     /* resume: the turn's tool calls come next */
+    json_t *known_results;   /* resume: tool_call_id -> stored tool.result data */
+    json_t *known_decisions; /* resume: tool_call_id -> stored approval data */
+    int n_awaiting;          /* tool calls waiting for a human */
+    bool resume_tools;       /* resume: the turn's tool calls come next */
     /* flow */
     struct event *timer;
     bool persisting;
@@ -184,6 +188,7 @@ static void run_free(ah_run_t *r)
     json_decref(r->messages);
     json_decref(r->seen_calls);
     json_decref(r->known_results);
+    json_decref(r->known_decisions);
     ah_buf_free(&r->gw_err);
     ah_buf_free(&r->content);
     ah_buf_free(&r->frame);
@@ -273,6 +278,8 @@ static void persist_done(int rc, void *arg)
         ah_log(AH_LOG_ERROR, "runtime", "cannot store the run", AH_LF_INT("rc", rc), AH_LF_END);
         if (!r->finished)
             fail(r, "store_error", "the run could not be stored");
+        else if (next)
+            next(r); /* the observer still hears how the run ended */
         else
             r->final_stored = true; /* nothing more can be done */
     } else {
@@ -748,6 +755,29 @@ static bool needs_approval(const ah_agent_spec_t *spec, const char *name)
     return false;
 }
 
+static void start_call(ah_run_t *r, tool_call_t *tc, const ah_tool_entry_t *e)
+{
+    if (e->kind == AH_TK_HANDOFF) {
+        if (!r->handoff_to)
+            r->handoff_to = strdup(e->handoff);
+        char msg[160];
+        snprintf(msg, sizeof(msg), "Transferred to %s.", e->handoff);
+        tool_done(tc, false, msg, strlen(msg));
+        return;
+    }
+    char idem[128];
+    snprintf(idem, sizeof(idem), "%s:%s", r->rec.id, tc->id);
+    ah_tool_run(r->w->tools, e, tc->args, idem, r->request_id, tool_done, tc, &tc->exec);
+}
+
+static void reject_call(tool_call_t *tc, const char *by, const char *reason)
+{
+    char m[512];
+    snprintf(m, sizeof(m), "a human (%s) rejected this call%s%s; do not try it again",
+             by && *by ? by : "reviewer", reason && *reason ? ": " : "", reason ? reason : "");
+    tool_done(tc, true, m, strlen(m));
+}
+
 static void run_tools(ah_run_t *r)
 {
     for (size_t i = 0; i < r->n_calls; i++) {
@@ -836,23 +866,33 @@ static void run_tools(ah_run_t *r)
             continue;
         }
         if (needs_approval(r->spec, tc->name)) {
-            /* Never run a tool the agent says needs a human's approval without one. */
-            const char *m = "this tool needs a human's approval, and approvals are not "
-                            "available on this server yet: the call was not made";
-            tool_done(tc, true, m, strlen(m));
-            continue;
+            /* Never run such a call without a human's decision (stored if given earlier). */
+            json_t *d = json_object_get(r->known_decisions, tc->id);
+            if (!d) {
+                tc->awaiting = true;
+                r->n_awaiting++;
+                continue;
+            }
+            if (!json_is_true(json_object_get(d, "approved"))) {
+                reject_call(tc, json_string_value(json_object_get(d, "by")),
+                            json_string_value(json_object_get(d, "reason")));
+                continue;
+            }
         }
-        if (e->kind == AH_TK_HANDOFF) {
-            if (!r->handoff_to)
-                r->handoff_to = strdup(e->handoff);
-            char msg[160];
-            snprintf(msg, sizeof(msg), "Transferred to %s.", e->handoff);
-            tool_done(tc, false, msg, strlen(msg));
-            continue;
-        }
-        char idem[128];
-        snprintf(idem, sizeof(idem), "%s:%s", r->rec.id, tc->id);
-        ah_tool_run(r->w->tools, e, tc->args, idem, r->request_id, tool_done, tc, &tc->exec);
+        start_call(r, tc, e);
+    }
+    if (r->n_awaiting && !r->finished) {
+        /* Pause: no thread, no connection; the run waits in memory (and its lease is renewed). */
+        json_t *pending = json_array();
+        for (size_t i = 0; i < n; i++)
+            if (r->calls[i].awaiting)
+                json_array_append_new(pending, json_pack("{s:s, s:s, s:s}", "tool_call_id",
+                                                         r->calls[i].id, "name", r->calls[i].name,
+                                                         "arguments", r->calls[i].args));
+        snprintf(r->rec.status, sizeof(r->rec.status), "%s", AH_RUN_REQUIRES_ACTION);
+        emit(r, "run.requires_action", json_pack("{s:o}", "tool_calls", pending));
+        if (!r->persisting)
+            persist(r, false, NULL);
     }
 }
 
@@ -1111,6 +1151,7 @@ static int admit_local(ah_run_t *r, ah_buf_t *err)
         rt->n_running++;
         r->running_counted = true;
         snprintf(a->id, sizeof(a->id), "%s", rec->id);
+        snprintf(a->key_id, sizeof(a->key_id), "%s", rec->key_id);
         a->loop = r->loop;
         a->run = r;
         a->next = rt->active;
@@ -1272,12 +1313,12 @@ static void cancel_on_loop(void *arg)
     free(m);
 }
 
-int ah_runtime_cancel(ah_runtime_t *rt, const char *run_id)
+int ah_runtime_cancel(ah_runtime_t *rt, const char *run_id, const char *key_id)
 {
     ah_loop_t *loop = NULL;
     pthread_mutex_lock(&rt->mu);
     for (active_run_t *a = rt->active; a; a = a->next)
-        if (strcmp(a->id, run_id) == 0)
+        if (strcmp(a->id, run_id) == 0 && (!key_id || strcmp(a->key_id, key_id) == 0))
             loop = a->loop;
     pthread_mutex_unlock(&rt->mu);
     if (!loop)
@@ -1382,7 +1423,8 @@ int ah_runtime_metrics_init(ah_runtime_t *rt)
 typedef struct load_job {
     char run_id[48];
     int64_t max_seq;
-    json_t *results; /* tool_call_id -> tool.result data */
+    json_t *results;   /* tool_call_id -> tool.result data */
+    json_t *decisions; /* tool_call_id -> approval data */
     ah_run_t *run;
 } load_job_t;
 
@@ -1391,11 +1433,12 @@ static int load_event(void *ud, const ah_run_event_t *e)
     load_job_t *j = ud;
     if (e->seq > j->max_seq)
         j->max_seq = e->seq;
-    if (strcmp(e->type, "tool.result") == 0) {
+    bool result = strcmp(e->type, "tool.result") == 0;
+    if (result || strcmp(e->type, "approval") == 0) {
         json_t *d = json_loads(e->data ? e->data : "{}", 0, NULL);
         const char *id = json_string_value(json_object_get(d, "tool_call_id"));
         if (id)
-            json_object_set(j->results, id, d);
+            json_object_set(result ? j->results : j->decisions, id, d);
         json_decref(d);
     }
     return 0;
@@ -1413,7 +1456,9 @@ static void load_done(int rc, void *arg)
     ah_run_t *r = j->run;
     hold(r);
     r->known_results = j->results;
+    r->known_decisions = j->decisions;
     j->results = NULL;
+    j->decisions = NULL;
     if (j->max_seq > r->rec.last_event_seq)
         r->rec.last_event_seq = j->max_seq;
     free(j);
@@ -1527,9 +1572,11 @@ int ah_runtime_resume(ah_runtime_t *rt, ah_loop_t *loop, const ah_run_rec_t *rec
     }
     snprintf(j->run_id, sizeof(j->run_id), "%s", rec->id);
     j->results = json_object();
+    j->decisions = json_object();
     j->run = r;
     if (ah_store_submit(rt->d.store, AH_STORE_READ, load_work, load_done, loop, j) != 0) {
         json_decref(j->results);
+        json_decref(j->decisions);
         free(j);
         fail(r, "store_busy", "the store is busy");
     }
@@ -1571,4 +1618,109 @@ ah_store_t *ah_runtime_store(const ah_runtime_t *rt)
 const ah_config_t *ah_runtime_config(const ah_runtime_t *rt)
 {
     return rt->d.cfg;
+}
+
+/* ---- approvals ---- */
+
+typedef struct approve_msg {
+    ah_runtime_t *rt;
+    char run_id[48], call_id[128], by[64];
+    char *reason;
+    bool approve;
+    ah_loop_t *reply_loop;
+    void (*cb)(void *ud, int rc, const char *msg);
+    void *ud;
+    int rc;
+    char msg[160];
+} approve_msg_t;
+
+static void approve_reply(void *arg)
+{
+    approve_msg_t *m = arg;
+    m->cb(m->ud, m->rc, m->msg);
+    free(m->reason);
+    free(m);
+}
+
+static void approve_on_loop(void *arg)
+{
+    approve_msg_t *m = arg;
+    ah_run_t *r = NULL;
+    pthread_mutex_lock(&m->rt->mu);
+    for (active_run_t *a = m->rt->active; a; a = a->next)
+        if (strcmp(a->id, m->run_id) == 0)
+            r = a->run;
+    pthread_mutex_unlock(&m->rt->mu);
+    tool_call_t *tc = NULL;
+    if (r && !r->finished)
+        for (size_t i = 0; i < r->n_calls; i++)
+            if (strcmp(r->calls[i].id, m->call_id) == 0)
+                tc = &r->calls[i];
+    if (!r || r->finished) {
+        m->rc = -ESRCH;
+        snprintf(m->msg, sizeof(m->msg), "the run is not waiting for an approval here");
+    } else if (!tc) {
+        m->rc = -ENOENT;
+        snprintf(m->msg, sizeof(m->msg), "the run has no pending tool call with this id");
+    } else if (!tc->awaiting) {
+        m->rc = -EALREADY;
+        snprintf(m->msg, sizeof(m->msg), "this tool call was already decided");
+    } else {
+        hold(r);
+        tc->awaiting = false;
+        r->n_awaiting--;
+        emit(r, "approval",
+             json_pack("{s:s, s:s, s:b, s:s, s:s?}", "tool_call_id", tc->id, "name", tc->name,
+                       "approved", m->approve, "by", m->by, "reason", m->reason));
+        flush_events(r); /* a decision is durable before the call runs */
+        if (r->n_awaiting == 0)
+            snprintf(r->rec.status, sizeof(r->rec.status), "%s", AH_RUN_RUNNING);
+        if (m->approve) {
+            const ah_tool_entry_t *e = ah_tool_catalog_find(&r->cat, tc->name);
+            if (e)
+                start_call(r, tc, e);
+            else
+                reject_call(tc, "the server", "the tool is no longer offered");
+        } else {
+            reject_call(tc, m->by, m->reason);
+        }
+        m->rc = 0;
+        release(r);
+    }
+    if (ah_loop_post(m->reply_loop, approve_reply, m) != 0) {
+        free(m->reason);
+        free(m);
+    }
+}
+
+int ah_runtime_approve(ah_runtime_t *rt, const char *run_id, const char *tool_call_id, bool approve,
+                       const char *reason, const char *by, ah_loop_t *reply_loop,
+                       void (*cb)(void *ud, int rc, const char *msg), void *ud)
+{
+    ah_loop_t *loop = NULL;
+    pthread_mutex_lock(&rt->mu);
+    for (active_run_t *a = rt->active; a; a = a->next)
+        if (strcmp(a->id, run_id) == 0)
+            loop = a->loop;
+    pthread_mutex_unlock(&rt->mu);
+    if (!loop)
+        return -ESRCH;
+    approve_msg_t *m = calloc(1, sizeof(*m));
+    if (!m)
+        return -ENOMEM;
+    m->rt = rt;
+    snprintf(m->run_id, sizeof(m->run_id), "%s", run_id);
+    snprintf(m->call_id, sizeof(m->call_id), "%s", tool_call_id);
+    snprintf(m->by, sizeof(m->by), "%s", by ? by : "");
+    m->reason = reason ? strdup(reason) : NULL;
+    m->approve = approve;
+    m->reply_loop = reply_loop;
+    m->cb = cb;
+    m->ud = ud;
+    if (ah_loop_post(loop, approve_on_loop, m) != 0) {
+        free(m->reason);
+        free(m);
+        return -ENOMEM;
+    }
+    return 0;
 }

@@ -90,8 +90,11 @@ const char *ah_run_id(const ah_run_t *r);
 /** Stops reporting to the observer (its client left); the run goes on. */
 void ah_run_detach(ah_run_t *r);
 
-/** Cancels a run running in this process (any thread). 0 or -ENOENT. */
-int ah_runtime_cancel(ah_runtime_t *rt, const char *run_id);
+/**
+ * Cancels a run running in this process (any thread). key_id non-NULL: only
+ * a run started with that key (non-admin callers). 0 or -ENOENT.
+ */
+int ah_runtime_cancel(ah_runtime_t *rt, const char *run_id, const char *key_id);
 
 /**
  * Continues a run this replica just claimed (durable runs, queue.c): a queued
@@ -113,6 +116,17 @@ size_t ah_runtime_local_runs(ah_runtime_t *rt, char (*ids)[48], size_t max);
 
 ah_store_t *ah_runtime_store(const ah_runtime_t *rt);
 const ah_config_t *ah_runtime_config(const ah_runtime_t *rt);
+
+/**
+ * Records a human's decision on a tool call of a run waiting in
+ * requires_action (any thread): approved calls run, rejected ones return the
+ * reason to the model. cb(ud, rc, msg) runs on reply_loop: 0; -ENOENT no
+ * such pending call; -EALREADY already decided; -ESRCH the run is not
+ * waiting in this process. Returns -ESRCH at once when the run is not here.
+ */
+int ah_runtime_approve(ah_runtime_t *rt, const char *run_id, const char *tool_call_id, bool approve,
+                       const char *reason, const char *by, ah_loop_t *reply_loop,
+                       void (*cb)(void *ud, int rc, const char *msg), void *ud);
 
 /** Registers the runtime's metrics. */
 int ah_runtime_metrics_init(ah_runtime_t *rt);

@@ -74,6 +74,8 @@ static char *mcp_key(const ah_agent_tool_t *t)
 {
     ah_buf_t b;
     ah_buf_init(&b, 0);
+    /* One connection per server and call timeout (the client's timeout is per connection). */
+    ah_buf_printf(&b, "t=%g;", t->timeout_s);
     if (t->mcp.url) {
         ah_buf_printf(&b, "url:%s", t->mcp.url);
     } else {
@@ -365,12 +367,38 @@ static void exec_free(ah_tool_exec_t *x)
     free(x);
 }
 
+/* Tool output goes into JSON (events, the conversation): invalid UTF-8 becomes U+FFFD. */
+static void utf8_clean(const char *s, size_t n, ah_buf_t *out)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        bool ok = len && i + len <= n && c != 0;
+        for (size_t k = 1; ok && k < len; k++)
+            ok = ((unsigned char)s[i + k] & 0xc0) == 0x80;
+        if (ok && len == 2 && c < 0xc2)
+            ok = false; /* overlong */
+        if (ok) {
+            ah_buf_append(out, s + i, len);
+            i += len;
+        } else {
+            ah_buf_puts(out, "\xef\xbf\xbd");
+            i++;
+        }
+    }
+}
+
 static void finish(ah_tool_exec_t *x, bool is_error, const char *text, size_t n)
 {
     ah_tool_done_fn done = x->done;
     void *ud = x->ud;
     exec_free(x);
-    done(ud, is_error, text, n);
+    ah_buf_t clean;
+    ah_buf_init(&clean, 0);
+    utf8_clean(text ? text : "", n, &clean);
+    done(ud, is_error, clean.data ? clean.data : "", clean.len);
+    ah_buf_free(&clean);
 }
 
 /* ${NAME} in header values comes from the server's environment (secrets stay out of specs). */
@@ -571,6 +599,10 @@ static void sandbox_done(void *ud, ah_sandbox_result_t *res)
     }
     if (res->timed_out)
         ah_buf_puts(&b, "\n[the command timed out and was killed]");
+    else if (res->limit == AH_SANDBOX_LIMIT_CPU)
+        ah_buf_puts(&b, "\n[killed: the CPU time limit (sandbox cpu_s) was reached]");
+    else if (res->limit == AH_SANDBOX_LIMIT_FSIZE)
+        ah_buf_puts(&b, "\n[killed: a file grew past the sandbox's file size limit]");
     else if (res->term_signal)
         ah_buf_printf(&b, "\n[killed by signal %d]", res->term_signal);
     else if (res->exit_code)

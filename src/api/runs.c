@@ -13,6 +13,9 @@
 #include "api/api.h"
 #include "api/runs_json.h"
 #include "http/sse.h"
+#include "core/clock.h"
+#include "store/audit.h"
+#include "store/db.h"
 
 typedef struct run_http {
     ah_http_req_t *req; /* NULL after the terminal call */
@@ -219,18 +222,179 @@ void ah_api_runs_create(ah_http_req_t *req, ah_app_t *app, const ah_principal_t 
     json_decref(in);
 }
 
+typedef struct cancel_job {
+    ah_http_req_t *req;
+    char id[48], key_id[48];
+    bool any_key;
+    bool visible; /* exists, and the caller may see it */
+    int64_t changed;
+} cancel_job_t;
+
+static int visible_cb(void *ud, const ah_db_val_t *cols, int ncols)
+{
+    cancel_job_t *j = ud;
+    char key[48] = "";
+    if (ncols >= 1)
+        ah_db_val_copy(&cols[0], key, sizeof(key));
+    j->visible = j->any_key || strcmp(key, j->key_id) == 0;
+    return 0;
+}
+
+/* A run not executing here may still be queued: cancel it in the store. */
+static int cancel_queued_work(ah_db_t *db, void *arg)
+{
+    cancel_job_t *j = arg;
+    int64_t now = ah_wall_ms();
+    ah_db_val_t idv = ah_db_text(j->id);
+    int qrc = ah_db_query(db, "SELECT key_id FROM runs WHERE id = ?", &idv, 1, visible_cb, j);
+    if (qrc || !j->visible)
+        return qrc;
+    ah_db_val_t v[5] = {ah_db_int(now), ah_db_int(now), ah_db_text(j->id), ah_db_int(j->any_key),
+                        ah_db_text(j->key_id)};
+    int rc = ah_db_query(db,
+                         "UPDATE runs SET status = 'cancelled', finished_at = ?, updated_at = ?, "
+                         "error_code = 'cancelled', error = 'cancelled by request' WHERE id = ? "
+                         "AND status = 'queued' AND (? = 1 OR key_id = ?)",
+                         v, 5, NULL, NULL);
+    j->changed = rc == 0 ? ah_db_changes(db) : 0;
+    return rc;
+}
+
+static void cancel_queued_done(int rc, void *arg)
+{
+    cancel_job_t *j = arg;
+    if (rc == 0 && !j->visible) {
+        ah_http_reply_error(j->req, 404, NULL, "run_not_found", "id", "no such run");
+    } else if (rc == 0 && j->changed == 1) {
+        char body[160];
+        int n = snprintf(body, sizeof(body),
+                         "{\"id\":\"%s\",\"object\":\"run\",\"status\":\"cancelled\"}", j->id);
+        ah_http_reply_json(j->req, 202, body, (size_t)n);
+    } else {
+        ah_http_reply_error(j->req, 409, "conflict_error", "run_not_running", "id",
+                            "no such run is queued or running here (it finished, runs on another "
+                            "replica, or does not exist: GET /v1/runs/{id} tells)");
+    }
+    free(j);
+}
+
 void ah_api_runs_cancel(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who)
 {
-    (void)who;
     const char *id = ah_http_req_param(req, "id");
-    if (!id || ah_runtime_cancel(app->runtime, id) != 0) {
-        ah_http_reply_error(req, 409, "conflict_error", "run_not_running", "id",
-                            "no such run is running in this process (it finished, or does not "
-                            "exist: GET /v1/runs/{id} tells)");
+    bool admin = who && who->role >= AH_ROLE_ADMIN;
+    const char *owner = admin ? NULL : (who ? who->key_id : "");
+    if (id && ah_runtime_cancel(app->runtime, id, owner) == 0) {
+        char body[160];
+        int n = snprintf(body, sizeof(body),
+                         "{\"id\":\"%s\",\"object\":\"run\",\"status\":\"cancelling\"}", id);
+        ah_http_reply_json(req, 202, body, (size_t)n);
         return;
     }
-    char body[160];
-    int n = snprintf(body, sizeof(body),
-                     "{\"id\":\"%s\",\"object\":\"run\",\"status\":\"cancelling\"}", id);
-    ah_http_reply_json(req, 202, body, (size_t)n);
+    cancel_job_t *j = calloc(1, sizeof(*j));
+    if (!j || !id) {
+        free(j);
+        ah_http_reply_error(req, 404, NULL, "run_not_found", "id", "no such run");
+        return;
+    }
+    j->req = req;
+    snprintf(j->id, sizeof(j->id), "%s", id);
+    snprintf(j->key_id, sizeof(j->key_id), "%s", who ? who->key_id : "");
+    j->any_key = admin;
+    if (ah_store_submit(app->store, AH_STORE_WRITE, cancel_queued_work, cancel_queued_done,
+                        ah_http_req_loop(req), j) != 0) {
+        free(j);
+        ah_http_reply_error(req, 503, NULL, "store_busy", NULL, "the store is busy; retry");
+    }
+}
+
+/* ---- approvals ---- */
+
+typedef struct approval_req {
+    ah_http_req_t *req;
+    ah_app_t *app;
+    char run_id[48], call_id[128], actor[48], decision[12];
+    char *reason;
+} approval_req_t;
+
+static int audit_work(ah_db_t *db, void *arg)
+{
+    approval_req_t *a = arg;
+    char detail[400];
+    snprintf(detail, sizeof(detail), "{\"tool_call_id\":\"%s\",\"decision\":\"%s\"}", a->call_id,
+             a->decision);
+    return ah_store_audit_insert(db, a->actor, "run.approval", a->run_id, detail, NULL);
+}
+
+static void audit_done(int rc, void *arg)
+{
+    approval_req_t *a = arg;
+    (void)rc;
+    free(a->reason);
+    free(a);
+}
+
+static void approved(void *ud, int rc, const char *msg)
+{
+    approval_req_t *a = ud;
+    if (rc == 0) {
+        char body[320];
+        int n = snprintf(body, sizeof(body),
+                         "{\"run_id\":\"%s\",\"tool_call_id\":\"%s\",\"decision\":\"%s\"}",
+                         a->run_id, a->call_id, a->decision);
+        ah_http_reply_json(a->req, 200, body, (size_t)n);
+        /* Who decided goes to the audit log. */
+        if (ah_store_submit(a->app->store, AH_STORE_WRITE, audit_work, audit_done, NULL, a) == 0)
+            return;
+    } else if (rc == -ENOENT) {
+        ah_http_reply_error(a->req, 404, NULL, "tool_call_not_found", "tool_call_id", msg);
+    } else {
+        ah_http_reply_error(a->req, 409, "conflict_error",
+                            rc == -EALREADY ? "already_decided" : "run_not_waiting", NULL, msg);
+    }
+    free(a->reason);
+    free(a);
+}
+
+void ah_api_runs_approve(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who)
+{
+    size_t n;
+    const char *body = ah_http_req_body(req, &n);
+    json_t *in = json_loadb(body, n, 0, NULL);
+    const char *call = json_string_value(json_object_get(in, "tool_call_id"));
+    const char *decision = json_string_value(json_object_get(in, "decision"));
+    json_t *reason = json_object_get(in, "reason");
+    if (!json_is_object(in)) {
+        ah_api_invalid(req, 400, NULL, "the body must be a JSON object");
+    } else if (!call || !*call) {
+        ah_api_invalid(req, 422, "tool_call_id", "tool_call_id is required");
+    } else if (!decision || (strcmp(decision, "approve") && strcmp(decision, "reject"))) {
+        ah_api_invalid(req, 422, "decision", "decision must be approve or reject");
+    } else if (reason && !json_is_string(reason)) {
+        ah_api_invalid(req, 422, "reason", "reason must be a string");
+    } else {
+        approval_req_t *a = calloc(1, sizeof(*a));
+        const char *id = ah_http_req_param(req, "id");
+        if (a) {
+            a->req = req;
+            a->app = app;
+            snprintf(a->run_id, sizeof(a->run_id), "%s", id ? id : "");
+            snprintf(a->call_id, sizeof(a->call_id), "%s", call);
+            snprintf(a->actor, sizeof(a->actor), "%s", who ? who->key_id : "");
+            snprintf(a->decision, sizeof(a->decision), "%s", decision);
+            a->reason = json_is_string(reason) ? strdup(json_string_value(reason)) : NULL;
+        }
+        int rc = a ? ah_runtime_approve(app->runtime, a->run_id, call, decision[0] == 'a',
+                                        a->reason, a->actor, ah_http_req_loop(req), approved, a)
+                   : -ENOMEM;
+        if (rc) {
+            if (a) {
+                free(a->reason);
+                free(a);
+            }
+            ah_http_reply_error(req, 409, "conflict_error", "run_not_waiting", NULL,
+                                "the run is not waiting for an approval on this server (it is "
+                                "finished, unknown, or waits on another replica)");
+        }
+    }
+    json_decref(in);
 }

@@ -243,6 +243,34 @@ describe('agent runs', () => {
     assert.equal((await getRun(hub, done.id)).status, 'completed');
   });
 
+  test('Idempotency-Key on POST runs: the same request again answers the same run; another body with the key is 409', async () => {
+    const post = async (body) => {
+      try {
+        const res = await fetch(`${hub.url}/v1/agents/echo/runs`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${hub.adminKey}`, 'content-type': 'application/json', 'idempotency-key': 'idem-run-1' },
+          body: JSON.stringify(body),
+          signal: AbortSignal.timeout(5000),
+        });
+        const text = await res.text();
+        return { status: res.status, text, json: JSON.parse(text) };
+      } catch (e) {
+        return { status: 0, text: `no answer within 5 s (${e.name})` };
+      }
+    };
+    const first = await post({ input: 'once only' });
+    assert.equal(first.status, 200, first.text);
+    assert.equal(first.json.output, 'echo: once only');
+    const again = await post({ input: 'once only' });
+    assert.notEqual(again.status, 0, `a repeated Idempotency-Key: ${again.text}`);
+    assert.equal(again.status, 200, again.text);
+    assert.equal(again.json.id, first.json.id, 'the same run, not a new one');
+    const other = await post({ input: 'something else' });
+    assert.notEqual(other.status, 0, `the key with another body: ${other.text}`);
+    assert.equal(other.status, 409, other.text);
+    assert.equal((await req(hub, 'GET', '/healthz')).status, 200);
+  });
+
   test('handoff: transfer_to_billing emits handoff {from, to} and billing (model mock2) answers', async () => {
     const run = await runSync(hub, 'front', callTool('transfer_to_billing'));
     assert.equal(run.status, 'completed', JSON.stringify(run));
@@ -266,6 +294,21 @@ describe('agent runs', () => {
     // An agent that is not a handoff target is not offered: the mock just echoes.
     const other = await runSync(hub, 'front', callTool('transfer_to_echo'));
     assert.equal(other.output, `echo: ${callTool('transfer_to_echo')}`);
+  });
+
+  test('an archived agent cannot run (404); a handoff to an agent archived since fails the run with handoff_failed', async () => {
+    await applyAgent(hub, 'gone', {});
+    await applyAgent(hub, 'to_gone', { handoffs: ['gone'] });
+    assert.equal((await runSync(hub, 'gone', 'x')).status, 'completed');
+    const del = await req(hub, 'DELETE', '/v1/agents/gone');
+    assert.equal(del.status, 200, del.text);
+    const r = await startRun(hub, 'gone', 'x');
+    assert.equal(r.status, 404, r.text);
+    assert.equal(errorOf(r).code, 'agent_not_found');
+    const run = await runSync(hub, 'to_gone', callTool('transfer_to_gone'));
+    assert.equal(run.status, 'failed', JSON.stringify(run));
+    assert.equal(run.error.code, 'handoff_failed');
+    assert.match(run.error.message, /gone/);
   });
 
   describe('agent:NAME on /v1/chat/completions', () => {

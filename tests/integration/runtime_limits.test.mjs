@@ -38,6 +38,10 @@ describe('run limits and control', () => {
       models: [
         { name: 'loop_vary', targets: [{ provider: 'script', model: 'call:noop:vary' }] },
         { name: 'loop_same', targets: [{ provider: 'script', model: 'call:noop' }] },
+        { name: 'bad_args', targets: [{ provider: 'script', model: 'call:noop:badjson,once' }] },
+        { name: 'ghost', targets: [{ provider: 'script', model: 'call:ghost:force,once' }] },
+        { name: 'slow', targets: [{ provider: 'local', model: 'echo?latency_ms=20000' }] },
+        { name: 'bad', targets: [{ provider: 'local', model: 'echo?status=400' }] },
         { name: 'priced', targets: [{ provider: 'local', model: 'echo' }], price: { input_per_mtok: 1000000, output_per_mtok: 1000000 } },
       ],
     });
@@ -53,6 +57,10 @@ describe('run limits and control', () => {
     await applyAgent(hub, 'hanger', { tools: [hang(30)], limits: { timeout_s: 1 } });
     await applyAgent(hub, 'waiter', { tools: [hang(30)] });
     await applyAgent(hub, 'single', { tools: [hang(30)], limits: { concurrency: 1 } });
+    await applyAgent(hub, 'badargs', { model: 'bad_args', tools: [noop] });
+    await applyAgent(hub, 'ghoster', { model: 'ghost', tools: [noop] });
+    await applyAgent(hub, 'slowmodel', { model: 'slow' });
+    await applyAgent(hub, 'badmodel', { model: 'bad' });
     await applyAgent(hub, 'patient', { tools: [hang(1)] });
   });
   after(async () => {
@@ -187,6 +195,15 @@ describe('run limits and control', () => {
         `SSE follow of a running run: no tool.call within 2 s while the tool runs; got ${typesOf(live.events).join(',')}`,
       );
       assert.ok(typesOf(list).includes('tool.call'), `GET events while the tool runs: ${typesOf(list).join(',')}`);
+      // Resume after the tool call with Last-Event-ID: only later events, up to run.cancelled.
+      const callId = list.find((e) => e.type === 'tool.call').id;
+      const again = await fetchHub(hub, 'GET', `/v1/runs/${id}/events`, { headers: { accept: 'text/event-stream', 'last-event-id': String(callId) } });
+      const reading = readNamedSse(again.res, { controller: again.controller, timeoutMs: 8000 });
+      assert.equal((await req(hub, 'POST', `/v1/runs/${id}/cancel`)).status, 202);
+      const rest = await reading;
+      assert.ok(rest.ended, 'the resumed follow ends with the run');
+      assert.ok(rest.events.every((e) => e.id > callId), rest.text);
+      assert.equal(rest.events.at(-1).event, 'run.cancelled', rest.text);
     } finally {
       await req(hub, 'POST', `/v1/runs/${id}/cancel`);
       await waitRun(hub, id);
@@ -233,6 +250,39 @@ describe('run limits and control', () => {
     assert.equal((await getRun(hub, runId)).status, 'cancelled');
   });
 
+  test('runs belong to their key: another user cannot see or cancel them; the owner and admins can', async () => {
+    const mk = async (name) => {
+      const k = await req(hub, 'POST', '/v1/keys', { body: { name, role: 'user' } });
+      assert.equal(k.status, 201, k.text);
+      return k.json.key;
+    };
+    const alice = await mk('alice');
+    const bob = await mk('bob');
+    const n0 = hangCalls().length;
+    const r = await req(hub, 'POST', '/v1/agents/waiter/runs', { key: alice, body: { input: callTool('hang'), mode: 'async' } });
+    assert.equal(r.status, 202, r.text);
+    const id = r.json.id;
+    try {
+      await pollUntil(() => hangCalls().length > n0, { message: 'the run to be in its tool' });
+      assert.equal((await req(hub, 'GET', `/v1/runs/${id}`, { key: alice })).status, 200);
+      assert.equal((await req(hub, 'GET', `/v1/runs/${id}`)).status, 200, 'admin sees it');
+      assert.equal((await req(hub, 'GET', `/v1/runs/${id}`, { key: bob })).status, 404);
+      assert.equal((await req(hub, 'GET', `/v1/runs/${id}/events`, { key: bob })).status, 404);
+      const listed = await req(hub, 'GET', '/v1/runs?agent=waiter', { key: bob });
+      assert.ok(!listed.json.data.some((x) => x.id === id), listed.text);
+      const c = await req(hub, 'POST', `/v1/runs/${id}/cancel`, { key: bob });
+      assert.notEqual(c.status, 202, `another user's cancel must not be accepted: ${c.status} ${c.text}`);
+      assert.equal(c.status, 404, `like GET, someone else's run is not found: ${c.text}`);
+      assert.equal((await getRun(hub, id)).status, 'running', 'the run goes on');
+      const own = await req(hub, 'POST', `/v1/runs/${id}/cancel`, { key: alice });
+      assert.equal(own.status, 202, own.text);
+      assert.equal((await waitRun(hub, id)).status, 'cancelled');
+    } finally {
+      await req(hub, 'POST', `/v1/runs/${id}/cancel`);
+      await waitRun(hub, id);
+    }
+  });
+
   test('concurrency: 1: a second run of the agent while one runs is 429 (runs API and agent:NAME); once it ended, runs are accepted', async () => {
     const n0 = hangCalls().length;
     const first = await startRun(hub, 'single', { input: callTool('hang'), mode: 'async' });
@@ -244,6 +294,9 @@ describe('run limits and control', () => {
     const chat = await req(hub, 'POST', '/v1/chat/completions', { body: { model: 'agent:single', messages: [{ role: 'user', content: 'me too' }] } });
     assert.equal(chat.status, 429, chat.text);
     assert.equal(errorOf(chat).code, 'agent_concurrency_limit');
+    const streamed = await startRun(hub, 'single', { input: 'me too', mode: 'stream' });
+    assert.equal(streamed.status, 429, streamed.text);
+    assert.equal(errorOf(streamed).code, 'agent_concurrency_limit');
     // Other agents are not affected.
     assert.equal((await runSync(hub, 'short', 'fine')).status, 'completed');
 
@@ -257,6 +310,77 @@ describe('run limits and control', () => {
       { timeoutMs: 5000, message: 'a run to be accepted once the first ended' },
     );
     assert.equal(third.json.output, 'echo: after');
+  });
+
+  test('a model that sends arguments that are not JSON, or calls a tool it was not offered: an error result, the run goes on', async () => {
+    const n0 = noopCalls().length;
+    let run = await runSync(hub, 'badargs', 'go');
+    assert.equal(run.status, 'completed', JSON.stringify(run));
+    assert.match(run.output, /^script saw: invalid arguments/);
+    assert.equal(noopCalls().length, n0, 'the tool was not called');
+    let evs = await runEvents(hub, run.id);
+    assert.equal(evs.find((e) => e.type === 'tool.call').data.arguments, '{"n":', 'tool.call shows the raw arguments');
+    assert.equal(evs.find((e) => e.type === 'tool.result').data.is_error, true);
+
+    run = await runSync(hub, 'ghoster', 'go');
+    assert.equal(run.status, 'completed', JSON.stringify(run));
+    assert.match(run.output, /^script saw: unknown tool "ghost"/);
+    evs = await runEvents(hub, run.id);
+    assert.equal(evs.find((e) => e.type === 'tool.result').data.is_error, true);
+  });
+
+  test('a model call that fails: the run fails with model_error (sync and stream)', async () => {
+    const run = await runSync(hub, 'badmodel', 'hi');
+    assert.equal(run.status, 'failed', JSON.stringify(run));
+    assert.equal(run.error.code, 'model_error');
+    assert.match(run.error.message, /400/);
+    const s = await streamRun(hub, 'badmodel', 'hi');
+    assert.ok(s.ended);
+    assert.equal(s.events.at(-1).event, 'run.failed', s.text);
+    assert.equal(s.events.at(-1).data.code, 'model_error');
+  });
+
+  test('cancel during a slow model call: the waiting sync client gets the cancelled run; timeout_s stops a slow model too', async () => {
+    const pending = runSync(hub, 'slowmodel', 'take your time');
+    const running = await pollUntil(
+      async () => (await req(hub, 'GET', '/v1/runs?agent=slowmodel&status=running')).json.data[0],
+      { message: 'the run to be running' },
+    );
+    const c = await req(hub, 'POST', `/v1/runs/${running.id}/cancel`);
+    assert.equal(c.status, 202, c.text);
+    const run = await pending;
+    assert.equal(run.id, running.id);
+    assert.equal(run.status, 'cancelled', JSON.stringify(run));
+    assert.equal((await runEvents(hub, run.id)).at(-1).type, 'run.cancelled');
+
+    const t = await runSync(hub, 'slowmodel', { input: 'again', limits: { timeout_s: 1 } });
+    assert.equal(t.status, 'failed', JSON.stringify(t));
+    assert.equal(t.error.code, 'timeout');
+  });
+
+  test('concurrency: 1 and async runs: one over the limit waits queued, can be cancelled while queued, and runs once a slot is free', async () => {
+    const n0 = hangCalls().length;
+    const first = await startRun(hub, 'single', { input: callTool('hang'), mode: 'async' });
+    assert.equal(first.status, 202, first.text);
+    await pollUntil(() => hangCalls().length > n0, { message: 'the first run to be in its tool' });
+    const queued = await startRun(hub, 'single', { input: 'queued one', mode: 'async' });
+    const doomed = await startRun(hub, 'single', { input: 'cancel me while queued', mode: 'async' });
+    try {
+      assert.equal(queued.status, 202, queued.text);
+      assert.equal(doomed.status, 202, doomed.text);
+      assert.equal((await getRun(hub, queued.json.id)).status, 'queued');
+      const c = await req(hub, 'POST', `/v1/runs/${doomed.json.id}/cancel`);
+      assert.equal(c.status, 202, `cancel of a queued run (DESIGN: "cancel queued or running"): ${c.text}`);
+      assert.equal((await waitRun(hub, doomed.json.id)).status, 'cancelled');
+    } finally {
+      await req(hub, 'POST', `/v1/runs/${first.json.id}/cancel`);
+      await waitRun(hub, first.json.id);
+    }
+    const ran = await waitRun(hub, queued.json.id, { timeoutMs: 10_000 });
+    assert.equal(ran.status, 'completed', JSON.stringify(ran));
+    assert.equal(ran.output, 'echo: queued one');
+    const d = await getRun(hub, doomed.json.id);
+    assert.notEqual(d.status, 'completed', `the run cancelled while queued must not run: ${JSON.stringify(d)}`);
   });
 
   test('a client that leaves does not stop the run: it finishes and is stored (stream and sync)', async () => {

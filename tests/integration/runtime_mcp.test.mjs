@@ -46,6 +46,7 @@ describe('mcp tools', () => {
     await applyAgent(hub, 'ev_seen', { model: 'recorded', tools: [everythingTool, { type: 'http', name: 'local_http', url: 'http://127.0.0.1:1/x' }] });
     await applyAgent(hub, 'ev_all_seen', { model: 'recorded', tools: [{ type: 'mcp', server: everything, prefix: 'all_' }] });
     await applyAgent(hub, 'fx', { tools: [{ type: 'mcp', server: { url: fx.url }, allow: ['add', 'slow', 'fail', 'mixed', 'stats'], prefix: 'fx_', timeout_s: 20 }] });
+    await applyAgent(hub, 'fx_short', { tools: [{ type: 'mcp', server: { url: fx.url }, allow: ['slow'], prefix: 'fs_', timeout_s: 1 }] });
     await applyAgent(hub, 'st', { tools: [{ type: 'mcp', server: { command: [NODE, MCP_FIXTURE, '--stdio'] }, prefix: 'st_', timeout_s: 20 }] });
     await applyAgent(hub, 'nomcp', { tools: [{ type: 'mcp', server: { url: `http://127.0.0.1:${deadPort}/mcp` }, timeout_s: 2 }] });
     await applyAgent(hub, 'plain', {});
@@ -106,6 +107,24 @@ describe('mcp tools', () => {
     // Parallel calls on one connection.
     run = await runSync(hub, 'fx', `${callTool('fx_add', { a: 1, b: 1 })} ${callTool('fx_add', { a: 2, b: 2 })}`);
     assert.equal(run.output, 'tool said: 2 | 4');
+  });
+
+  test('timeout_s of the tool entry: a slow call gets an error result and the server is told to cancel', async () => {
+    // 'fx' (timeout_s 20) already uses this server; 'fx_short' names the same URL with timeout_s 1.
+    const before = JSON.parse((await runSync(hub, 'fx', callTool('fx_stats'))).output.replace(/^tool said: /, ''));
+    const run = await runSync(hub, 'fx_short', callTool('fs_slow', { ms: 3000 }));
+    assert.equal(run.status, 'completed', JSON.stringify(run));
+    assert.doesNotMatch(run.output, /slept/, `the 1 s timeout of this agent's tool entry applies: ${run.output}`);
+    assert.match(run.output, /timed out/);
+    assert.equal((await toolResults(hub, run.id))[0].data.is_error, true);
+    const stats = await pollUntil(
+      async () => {
+        const st = JSON.parse((await runSync(hub, 'fx', callTool('fx_stats'))).output.replace(/^tool said: /, ''));
+        return st.cancelled > before.cancelled ? st : null;
+      },
+      { timeoutMs: 5000, message: 'the fixture to see notifications/cancelled' },
+    );
+    assert.ok(stats.cancelled > before.cancelled);
   });
 
   test('invalid arguments against the MCP tool\'s input schema: an error result, the run completes', async () => {

@@ -53,6 +53,16 @@ describe('http tools', () => {
         { type: 'http', name: 'huge', url: `${ts.url}/big?bytes=3000000`, max_response_bytes: '64KiB' },
         { type: 'http', name: 'long_text', url: `${ts.url}/big?bytes=100000` },
         { type: 'http', name: 'text_body', url: `${ts.url}/text` },
+        { type: 'http', name: 'binary_body', url: `${ts.url}/binary` },
+        { type: 'http', name: 'not_found', url: `${ts.url}/nowhere` },
+        {
+          type: 'http',
+          name: 'del_item',
+          method: 'DELETE',
+          url: `${ts.url}/items/{id}?fixed=1`,
+          parameters: obj({ id: { type: 'integer' }, reason: { type: 'string' } }, ['id']),
+        },
+        { type: 'http', name: 'put_order', method: 'PUT', url: `${ts.url}/orders/{id}`, parameters: obj({ id: { type: 'string' }, items: { type: 'array', items: { type: 'string' } } }, ['id']) },
         { type: 'http', name: 'dead', url: `http://127.0.0.1:${deadPort}/x`, timeout_s: 2 },
       ],
     });
@@ -98,6 +108,14 @@ describe('http tools', () => {
     const spec = await req(hub, 'GET', '/v1/agents/shop');
     assert.ok(spec.text.includes('${TOOL_TOKEN}'), 'the stored spec keeps the ${VAR} reference');
     assert.ok(!spec.text.includes('s3cret-token'), 'the secret is not stored');
+  });
+
+  test('the run request\'s x-request-id is sent to the tool', async () => {
+    const n0 = ts.requests.length;
+    const r = await req(hub, 'POST', '/v1/agents/shop/runs', { body: { input: callTool('get_item', { id: 'rid' }) }, headers: { 'x-request-id': 'trace-run-tools-1' } });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.status, 'completed');
+    assert.equal(ts.requests[n0].headers['x-request-id'], 'trace-run-tools-1');
   });
 
   test('invalid arguments: the model gets "invalid arguments ..." as the result, the service is not called, the run completes', async () => {
@@ -146,6 +164,31 @@ describe('http tools', () => {
     const run = await runSync(hub, 'shop', callTool('text_body'));
     assert.equal(run.status, 'completed');
     assert.equal(run.output, 'tool said: not json {');
+  });
+
+  test('a body that is not UTF-8 still reaches the model as a tool result', async () => {
+    const run = await runSync(hub, 'shop', callTool('binary_body'));
+    assert.equal(run.status, 'completed', JSON.stringify(run));
+    assert.match(run.output, /^tool said: ok .*!$/s, JSON.stringify(run.output));
+    const { results } = await toolEvents(hub, run.id);
+    assert.equal(results.length, 1, 'a tool.result event');
+  });
+
+  test('404 from the service is an error result; DELETE puts args in the query after a fixed one; PUT sends arrays in the body', async () => {
+    let run = await runSync(hub, 'shop', callTool('not_found'));
+    assert.equal(run.output, 'tool said: HTTP 404: no such route');
+    const n0 = ts.requests.length;
+    run = await runSync(hub, 'shop', callTool('del_item', { id: 17, reason: 'dup & old' }));
+    assert.equal(run.status, 'completed', JSON.stringify(run));
+    let got = ts.requests[n0];
+    assert.equal(got.method, 'DELETE');
+    assert.equal(got.path, '/items/17');
+    assert.deepEqual(got.query, { fixed: '1', reason: 'dup & old' });
+    run = await runSync(hub, 'shop', callTool('put_order', { id: 'p1', items: ['a', 'b'] }));
+    got = ts.requests[n0 + 1];
+    assert.equal(got.method, 'PUT');
+    assert.deepEqual(got.body, { items: ['a', 'b'] });
+    assert.equal(run.output, `tool said: ${JSON.stringify({ id: 'p1', body: { items: ['a', 'b'] } })}`);
   });
 
   test('a service that refuses connections: an error result', async () => {
@@ -203,6 +246,7 @@ describe('exec tools', () => {
     await applyAgent(hub, 'coder', {
       tools: [
         { type: 'exec', name: 'py', description: 'Run Python', command: ['python3', '-'], parameters: code, sandbox: { timeout_s: 1, cpu_s: 5 } },
+        { type: 'exec', name: 'py_small', description: 'Run Python, small', command: ['python3', '-'], parameters: code, sandbox: { memory_mb: 64, cpu_s: 1, timeout_s: 10, max_output_bytes: '1KiB' } },
         { type: 'exec', name: 'py_host', description: 'Run Python on the host', command: ['python3', '-'], parameters: code, sandbox: 'none' },
         { type: 'exec', name: 'args_json', description: 'Prints its stdin', command: ['cat'], parameters: { type: 'object', properties: { a: { type: 'integer' }, b: { type: 'string' } } } },
       ],
@@ -287,6 +331,55 @@ describe('exec tools', () => {
     assert.match(run.output, /exit status 3/);
     const { results } = await toolEvents(hub, run.id);
     assert.equal(results[0].data.is_error, true);
+  });
+
+  test('output that is not UTF-8 still reaches the model as a tool result', async (t) => {
+    if (!sandboxed) return t.skip('the sandbox is not available on this machine');
+    const run = await runSync(hub, 'coder', py('py', 'import sys\nsys.stdout.buffer.write(b"bytes \\xff\\xfe end\\n")'));
+    assert.equal(run.status, 'completed', JSON.stringify(run));
+    assert.match(run.output, /^tool said: bytes .* end/, JSON.stringify(run.output));
+  });
+
+  test('memory_mb: a program that allocates more fails with an error result', async (t) => {
+    if (!sandboxed) return t.skip('the sandbox is not available on this machine');
+    const run = await runSync(hub, 'coder', py('py_small', 'b = bytearray(512 * 1024 * 1024)\nprint("ALLOCATED", len(b))'));
+    assert.equal(run.status, 'completed', JSON.stringify(run));
+    assert.doesNotMatch(run.output, /ALLOCATED/);
+    assert.match(run.output, /MemoryError|killed|exit status/);
+    assert.equal((await toolEvents(hub, run.id)).results[0].data.is_error, true);
+  });
+
+  test('max_output_bytes: the output is cut and says so', async (t) => {
+    if (!sandboxed) return t.skip('the sandbox is not available on this machine');
+    const run = await runSync(hub, 'coder', py('py_small', 'print("y" * 100000)'));
+    assert.equal(run.status, 'completed', JSON.stringify(run));
+    assert.match(run.output, /^tool said: y{100}/);
+    assert.match(run.output, /output truncated/);
+    assert.ok(run.output.length < 2000, `${run.output.length} chars`);
+  });
+
+  test('cpu_s: a CPU loop is stopped by the CPU limit, and the result says so', async (t) => {
+    if (!sandboxed) return t.skip('the sandbox is not available on this machine');
+    const run = await runSync(hub, 'coder', py('py_small', 'print("spin", flush=True)\nwhile True:\n    pass'));
+    assert.equal(run.status, 'completed', JSON.stringify(run));
+    assert.match(run.output, /^tool said: spin/);
+    assert.equal((await toolEvents(hub, run.id)).results[0].data.is_error, true);
+    assert.doesNotMatch(run.output, /timed out/, 'stopped by cpu_s (1 s), not by the 10 s timeout');
+    // The model should learn why its program stopped: the CPU limit (SIGXCPU), not a bare exit status.
+    assert.match(run.output, /CPU|cpu_s|SIGXCPU|signal 24/, `the result names the CPU limit: ${JSON.stringify(run.output)}`);
+  });
+
+  test('metrics: sandbox runs by result and exec tool calls', async (t) => {
+    if (!sandboxed) return t.skip('the sandbox is not available on this machine');
+    const before = await scrape(hub);
+    await runSync(hub, 'coder', py('py', 'print(1)'));
+    await runSync(hub, 'coder', py('py', 'import time\ntime.sleep(30)'));
+    const m = await scrape(hub);
+    const d = (name, l) => sum(m, name, l) - sum(before, name, l);
+    assert.equal(d('agenthub_sandbox_runs_total', { result: 'ok' }), 1);
+    assert.equal(d('agenthub_sandbox_runs_total', { result: 'timeout' }), 1);
+    assert.equal(d('agenthub_tool_calls_total', { agent: 'coder', tool: 'py', status: 'ok' }), 1);
+    assert.equal(d('agenthub_tool_calls_total', { agent: 'coder', tool: 'py', status: 'error' }), 1);
   });
 
   test('sandbox: none runs on the host: it answers, sees the host files and the network', async () => {
