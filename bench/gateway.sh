@@ -36,7 +36,9 @@
 # a foreign wrk appeared is measured again (RETRIES).
 #
 # PROFILE=1 also records `perf record -g` (cpu-clock, dwarf) of agenthub
-# during an extra c=32 run on the nginx upstream (not in the table's numbers).
+# during an extra c=32 run on the nginx upstream, and counts syscalls per
+# request (perf stat, syscall tracepoints) of agenthub and of the nginx proxy
+# worker in two more extra c=32 runs (none of these runs is in the table).
 #
 # Environment knobs [defaults]:
 #   DURATION=10s WARMUP=3s   measured run length / unmeasured warm-up per target (0 = none)
@@ -44,7 +46,7 @@
 #   MOCK_WORKERS=1           mock-llm --workers (the nginx upstream has 1 worker too)
 #   DELAY_MS=50              upstream delay of the c=256 rows
 #   DELAY_UPSTREAM=auto      auto | nginx-echo | mock
-#   UPSTREAMS="nginx mock"   fast upstreams to measure
+#   UPSTREAMS="nginx mock delay"  upstream groups to measure, in this order
 #   PROFILE=1  PROFILE_FREQ=999  PROFILE_CALLGRAPH=dwarf  PROFILE_TOP=40
 #   OTHER_MAX=20 RETRIES=2 QUIET_MAX=60 QUIET_PCT=15 WRK_WAIT_MAX=1800
 #   AGENTHUB_BIN, RUN_DIR, KEEP_RUN_DIR: see bench/lib.sh (the binary is copied
@@ -62,7 +64,7 @@ WORKERS=${WORKERS:-2}
 MOCK_WORKERS=${MOCK_WORKERS:-1}
 DELAY_MS=${DELAY_MS:-50}
 DELAY_UPSTREAM=${DELAY_UPSTREAM:-auto}
-UPSTREAMS=${UPSTREAMS:-"nginx mock"}
+UPSTREAMS=${UPSTREAMS:-"nginx mock delay"}
 PROFILE=${PROFILE:-1}
 PROFILE_FREQ=${PROFILE_FREQ:-999}
 PROFILE_CALLGRAPH=${PROFILE_CALLGRAPH:-dwarf}
@@ -205,6 +207,30 @@ profile_run() { # ah_pid url up_pid
     bench_log "profile written to $RUN_DIR/profile.txt (perf report -i $data)"
 }
 
+# syscall_run LABEL PID URL UP_PID: syscalls per request of PID (a process or
+# nginx worker) during an extra c=C_MID run: perf stat on the syscall
+# tracepoints for SYSCALL_S seconds while wrk runs a second longer; requests
+# in the window ~= wrk rps x SYSCALL_S. Appends a line to RUN_DIR/syscalls.txt.
+SYSCALL_S=${SYSCALL_S:-5}
+SYSCALLS="write writev sendto read readv recvfrom epoll_ctl epoll_wait poll pwrite64 futex"
+syscall_run() {
+    local label=$1 pid=$2 url=$3 uppid=$4 ev=raw_syscalls:sys_enter s res out="$RUN_DIR/logs/perf_stat_$1.txt"
+    for s in $SYSCALLS; do ev="$ev,syscalls:sys_enter_$s"; done
+    bench_wait_no_wrk
+    bench_wait_quiet
+    perf stat -x, -e "$ev" -p "$pid" -o "$out" -- sleep "$SYSCALL_S" >/dev/null 2>&1 &
+    local spid=$!
+    BENCH_PIDS+=("$spid")
+    res=$(bench_wrk_lua "${label}_syscalls" "$C_MID" "$((SYSCALL_S + 1))s" "$url" "$LUA" "$pid" "$uppid")
+    wait "$spid" || true
+    bench_forget_pid "$spid"
+    awk -F, -v l="$label" -v rps="$(kv "$res" rps)" -v secs="$SYSCALL_S" '
+        $3 ~ /sys_enter/ { n = $3; sub(/^syscalls:sys_enter_/, "", n); sub(/^raw_syscalls:sys_enter/, "all", n); v[n] = $1; o[++k] = n }
+        END { req = rps * secs; printf "%-26s c=32 %7.0f rps:", l, rps
+              for (i = 1; i <= k; i++) if (v[o[i]] > 0) printf " %s %.2f", o[i], v[o[i]] / req
+              printf "  (per request)\n" }' "$out" >>"$RUN_DIR/syscalls.txt"
+}
+
 # ------------------------------------------------------------ targets -------
 # start_upstream UP: sets UP_PID UP_PORT
 start_upstream() {
@@ -261,6 +287,9 @@ run_upstream() {
             check_chat "proxy_$up" "$url" "$model" "${expect[@]}"
             CHAT_MODEL=$model warmup nginx-proxy "$up" "$maxc" "$url"
             for c in "${conns[@]}"; do CHAT_MODEL=$model measure nginx-proxy "$up" "$c" "$url" "$NGX_PID" "$UP_PID"; done
+            if [[ "$PROFILE" != 0 && "$up" == nginx ]]; then
+                syscall_run "nginx-proxy (worker)" "$(pgrep -P "$NGX_PID" | head -1)" "$url" "$UP_PID"
+            fi
             nginx_stop "$NGX_PID"
             ;;
         agenthub | agenthub+log)
@@ -277,6 +306,7 @@ run_upstream() {
             usage_check "$AH_PORT" "$t -> $up"
             if [[ "$PROFILE" != 0 && "$t" == agenthub && "$up" == nginx ]]; then
                 profile_run "$AH_PID" "$url" "$UP_PID"
+                syscall_run "agenthub ($WORKERS workers)" "$AH_PID" "$url" "$UP_PID"
             fi
             ah_stop "$AH_PID"
             if [[ "$log" == true ]]; then
@@ -297,10 +327,10 @@ for up in $UPSTREAMS; do
     case "$up" in
     nginx) run_upstream nginx "direct nginx-proxy agenthub agenthub+log" "$C_LOW" "$C_MID" ;;
     mock) run_upstream mock "direct nginx-proxy agenthub" "$C_LOW" "$C_MID" ;;
+    delay) run_upstream "delay-$DELAY_UPSTREAM" "direct nginx-proxy agenthub" "$C_DELAY" ;;
     *) bench_die "unknown upstream '$up' in UPSTREAMS" ;;
     esac
 done
-run_upstream "delay-$DELAY_UPSTREAM" "direct nginx-proxy agenthub" "$C_DELAY"
 
 # ------------------------------------------------------------ report --------
 {
@@ -362,6 +392,11 @@ run_upstream "delay-$DELAY_UPSTREAM" "direct nginx-proxy agenthub" "$C_DELAY"
     echo
     echo "# every run (raw WRK_RESULT + cpu/up/wrk/other/foreign_wrk):"
     cat "$RESULTS"
+    if [[ -f "$RUN_DIR/syscalls.txt" ]]; then
+        echo
+        echo "## syscalls per request, nginx upstream, extra runs under perf stat (tracepoints)"
+        cat "$RUN_DIR/syscalls.txt"
+    fi
     if [[ -f "$RUN_DIR/profile.txt" ]]; then
         echo
         cat "$RUN_DIR/profile.txt"

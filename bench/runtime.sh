@@ -100,7 +100,29 @@ RESULTS="$RUN_DIR/runtime_results.txt"
 : >"$RESULTS"
 
 # ------------------------------------------------------------ metrics -------
-metrics_snap() { curl -s -m 5 "http://127.0.0.1:$AH_PORT/metrics" >"$1" || bench_die "GET /metrics failed"; }
+# hub_diag: what agenthub looks like when it stopped answering (threads,
+# fds, sockets) -> RUN_DIR/logs/diag.txt
+hub_diag() {
+    local t
+    {
+        date
+        grep -E 'State|VmRSS|Threads' "/proc/$AH_PID/status" 2>/dev/null
+        echo "fds: $(bench_proc_fds "$AH_PID")"
+        for t in /proc/"$AH_PID"/task/*; do
+            echo "$(cat "$t/comm" 2>/dev/null) state=$(sed 's/^.*) //' "$t/stat" 2>/dev/null | cut -d' ' -f1) wchan=$(cat "$t/wchan" 2>/dev/null)"
+        done
+        echo "sockets to :$AH_PORT by state:"
+        ss -Htan "( sport = :$AH_PORT or dport = :$AH_PORT )" | awk '{print $1}' | sort | uniq -c
+        echo "listen queue:"
+        ss -Hltn "sport = :$AH_PORT"
+        echo "time-wait total: $(ss -Htan state time-wait | wc -l)"
+    } >>"$RUN_DIR/logs/diag.txt" 2>&1
+}
+metrics_snap() {
+    curl -s -m 5 "http://127.0.0.1:$AH_PORT/metrics" >"$1" && return 0
+    hub_diag
+    bench_die "GET /metrics failed (agenthub pid $AH_PID alive: $(kill -0 "$AH_PID" 2>/dev/null && echo yes || echo no)); see $RUN_DIR/logs/diag.txt"
+}
 
 # cdiff BEFORE AFTER METRIC [SUBSTR [SUBSTR]]: sum over series of METRIC whose
 # line holds every SUBSTR, after minus before
@@ -165,7 +187,8 @@ thread_cpu() {
 wait_idle_server() { # until agenthub has no request in flight but ours (10 s max)
     local _ n
     for _ in $(seq 1 100); do
-        n=$(curl -s -m 2 "http://127.0.0.1:$AH_PORT/metrics" | awk '$1 == "agenthub_http_requests_in_flight" { print $2 }')
+        kill -0 "$AH_PID" 2>/dev/null || bench_die "agenthub (pid $AH_PID) is gone; see $RUN_DIR/logs/ and dmesg"
+        n=$(curl -s -m 2 "http://127.0.0.1:$AH_PORT/metrics" | awk '$1 == "agenthub_http_requests_in_flight" { print $2 }') || n=""
         [[ "${n:-1}" -le 1 ]] && return 0
         sleep 0.1
     done
@@ -302,20 +325,25 @@ measure() { # agent conns
         res=$(bench_wrk_lua "${a}" "$c" "$DURATION" "$url" "$BENCH_DIR/rt_runs.lua" "$AH_PID" "$TOOL_PID") || exit 1
         w1=$EPOCHREALTIME
         thread_ticks "$AH_PID" >"$RUN_DIR/tmp/th1"
+        (($(kv "$res" errors) == 0)) || {
+            hub_diag
+            bench_log "WARNING: wrk saw $(kv "$res" errors) socket errors (bench-$a c=$c); see $RUN_DIR/wrk/${a}_c${c}_$DURATION.txt and logs/diag.txt"
+        }
         wait_idle_server
         metrics_snap "$f"
         (($(kv "$res" other) <= OTHER_MAX && $(kv "$res" foreign_wrk) == 0)) && break
         ((try < RETRIES)) && bench_log "disturbed (other $(kv "$res" other)%, foreign wrk $(kv "$res" foreign_wrk)); measuring again"
     done
-    local runs done_ok turns tools batches ubatches
+    local runs done_ok turns tools terr batches ubatches
     runs=$(cdiff "$b" "$f" agenthub_runs_total "agent=\"bench-$a\"")
     done_ok=$(cdiff "$b" "$f" agenthub_runs_total "agent=\"bench-$a\"" 'status="completed"')
     turns=$(cdiff "$b" "$f" agenthub_run_turns_total "agent=\"bench-$a\"")
     tools=$(cdiff "$b" "$f" agenthub_tool_calls_total "agent=\"bench-$a\"" 'status="ok"')
+    terr=$(cdiff "$b" "$f" agenthub_tool_calls_total "agent=\"bench-$a\"" 'status="error"')
     batches=$(cdiff "$b" "$f" agenthub_store_batches_total)
     ubatches=$(cdiff "$b" "$f" agenthub_usage_batches_total)
     {
-        echo "ROW agent=bench-$a conns=$c $res runs=$runs completed=$done_ok not_completed=$((runs - done_ok)) turns=$turns tool_ok=$tools store_batches=$batches usage_batches=$ubatches"
+        echo "ROW agent=bench-$a conns=$c $res runs=$runs completed=$done_ok not_completed=$((runs - done_ok)) turns=$turns tool_ok=$tools tool_error=$terr store_batches=$batches usage_batches=$ubatches"
         echo "  overhead_per_turn $(hist "$b" "$f" agenthub_run_overhead_seconds)"
         echo "  run_duration      $(hist "$b" "$f" agenthub_run_duration_seconds "agent=\"bench-$a\"")"
         echo "  thread_cpu_pct    $(thread_cpu "$RUN_DIR/tmp/th0" "$RUN_DIR/tmp/th1" "$(awk -v a="$w0" -v b="$w1" 'BEGIN { print b - a }')")"

@@ -16,10 +16,13 @@
 // characters per chunk, so a stream is complete when it carried
 // ceil((6 + MESSAGE_CHARS) / 4) '"delta":{"content":"' chunks, data: [DONE]
 // and the last HTTP chunk. Prints "PROGRESS t_s=.. started=.. open=..
-// completed=.. failed=.." every 0.5 s and at the end one line:
+// streaming=.. completed=.. failed=.." every 0.5 s and at the end one line:
 //   STREAMS_RESULT n=.. completed=.. failed=.. http_non200=.. conn_errors=.. error_events=..
-//     incomplete=.. timeouts=.. max_open=.. ttfb_p50_ms=.. ttfb_p99_ms=.. dur_p50_s=.. dur_p99_s=..
-//     dur_max_s=.. wall_s=.. expect_chunks=..
+//     incomplete=.. timeouts=.. max_open=.. max_streaming=.. ramp_s=.. ttfb_p50_ms=..
+//     ttfb_p99_ms=.. dur_p50_s=.. dur_p99_s=.. dur_max_s=.. wall_s=.. expect_chunks=..
+// open = connections the client holds (some may still wait in agenthub's
+// accept queue); streaming = streams whose first body bytes arrived and that
+// have not ended, i.e. streams agenthub is really proxying at that moment.
 // with the first failure reasons on stderr. Exit status 0 when every stream
 // completed.
 import net from 'node:net';
@@ -47,26 +50,45 @@ const request = Buffer.from(
     `Authorization: Bearer sk-test\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
 );
 
-const CHUNK = '"delta":{"content":"';
-const ERR = '"error"';
-const DONE = 'data: [DONE]';
-const LAST = '\r\n0\r\n\r\n';
-const KEEP = 32; // tail carried between reads so that patterns split across reads are seen
+const CHUNK = Buffer.from('"delta":{"content":"');
+const ERR = Buffer.from('"error"');
+const DONE = Buffer.from('data: [DONE]');
+const LAST = Buffer.from('\r\n0\r\n\r\n');
+const KEEP = 32; // bytes carried between reads so that patterns split across reads are seen
 
 const t0 = performance.now();
-let started = 0, open = 0, maxOpen = 0, completed = 0, failed = 0;
+let started = 0, open = 0, maxOpen = 0, streaming = 0, maxStreaming = 0, completed = 0, failed = 0;
 let non200 = 0, connErrors = 0, errorEvents = 0, incomplete = 0, timeouts = 0;
 const ttfb = [], durs = [], reasons = [];
 
-function count(s, pat, from) {
-  let n = 0, k = s.indexOf(pat, from);
-  while (k >= 0) { n++; k = s.indexOf(pat, k + pat.length); }
+function count(b, pat, from) {
+  let n = 0, k = b.indexOf(pat, from);
+  while (k >= 0) { n++; k = b.indexOf(pat, k + pat.length); }
   return n;
+}
+
+// patterns in buf, plus those that straddle tail|buf (tail holds < KEEP bytes, all patterns are shorter)
+function scan(st, buf) {
+  if (st.tail.length) {
+    const j = Buffer.concat([st.tail, buf.subarray(0, KEEP)]);
+    const tl = st.tail.length;
+    for (const [pat, key] of [[CHUNK, 'chunks'], [ERR, 'errEv']]) {
+      let k = j.indexOf(pat);
+      while (k >= 0) { if (k < tl && k + pat.length > tl) st[key]++; k = j.indexOf(pat, k + 1); }
+    }
+    if (!st.done && j.indexOf(DONE) >= 0) st.done = true;
+  }
+  st.chunks += count(buf, CHUNK, 0);
+  st.errEv += count(buf, ERR, 0);
+  if (!st.done && buf.indexOf(DONE) >= 0) st.done = true;
+  const t = buf.length >= KEEP ? buf.subarray(buf.length - KEEP) : Buffer.concat([st.tail, buf]).subarray(-KEEP);
+  st.tail = Buffer.from(t); // copy: do not pin the whole read buffer
 }
 
 function startOne(i) {
   const ts = performance.now();
-  let settled = false, first = 0, chunks = 0, errEv = 0, done = false, head = '', tail = '', headDone = false;
+  const st = { chunks: 0, errEv: 0, done: false, tail: Buffer.alloc(0) };
+  let settled = false, first = 0, head = null;
   started++;
   open++;
   if (open > maxOpen) maxOpen = open;
@@ -75,6 +97,7 @@ function startOne(i) {
     if (settled) return;
     settled = true;
     open--;
+    if (first) streaming--;
     sock.destroy();
     if (ok) {
       completed++;
@@ -88,38 +111,35 @@ function startOne(i) {
   sock.setTimeout(TIMEOUT_MS, () => { timeouts++; finish(false, 'timeout'); });
   sock.on('connect', () => sock.write(request));
   sock.on('data', (buf) => {
-    let s = buf.toString('latin1');
-    if (!headDone) {
-      head += s;
+    if (settled) return;
+    if (head !== true) {
+      head = head ? Buffer.concat([head, buf]) : buf;
       const k = head.indexOf('\r\n\r\n');
       if (k < 0) return;
-      headDone = true;
-      if (!head.startsWith('HTTP/1.1 200')) {
+      if (head.toString('latin1', 0, 12) !== 'HTTP/1.1 200') {
         non200++;
-        finish(false, head.slice(0, 200).replace(/\r\n/g, ' | '));
+        finish(false, head.toString('latin1', 0, 200).replace(/\r\n/g, ' | '));
         return;
       }
-      s = head.slice(k + 4);
-      head = '';
+      buf = head.subarray(k + 4);
+      head = true;
+      if (!buf.length) return;
     }
     if (!first) {
       first = performance.now();
       ttfb.push(first - ts);
+      streaming++;
+      if (streaming > maxStreaming) maxStreaming = streaming;
     }
-    const w = tail + s;
-    // tail is a prefix of w: count what is not wholly inside tail (patterns split across reads included)
-    chunks += count(w, CHUNK, 0) - count(tail, CHUNK, 0);
-    errEv += count(w, ERR, 0) - count(tail, ERR, 0);
-    if (!done && w.includes(DONE)) done = true;
-    tail = w.length > KEEP ? w.slice(-KEEP) : w;
-    if (tail.endsWith(LAST)) {
-      if (errEv) { errorEvents++; finish(false, 'error event in the stream'); }
-      else if (!done || chunks !== EXPECT_CHUNKS) { incomplete++; finish(false, `incomplete: ${chunks}/${EXPECT_CHUNKS} chunks, done=${done}`); }
+    scan(st, buf);
+    if (st.tail.length >= LAST.length && st.tail.subarray(-LAST.length).equals(LAST)) {
+      if (st.errEv) { errorEvents++; finish(false, 'error event in the stream'); }
+      else if (!st.done || st.chunks !== EXPECT_CHUNKS) { incomplete++; finish(false, `incomplete: ${st.chunks}/${EXPECT_CHUNKS} chunks, done=${st.done}`); }
       else finish(true);
     }
   });
   sock.on('error', (e) => { if (!settled) { connErrors++; finish(false, `socket error ${e.code || e.message}`); } });
-  sock.on('close', () => { if (!settled) { incomplete++; finish(false, `closed early: ${chunks}/${EXPECT_CHUNKS} chunks, done=${done}, head=${headDone}`); } });
+  sock.on('close', () => { if (!settled) { incomplete++; finish(false, `closed early: ${st.chunks}/${EXPECT_CHUNKS} chunks, done=${st.done}, head=${head === true}`); } });
 }
 
 function pct(a, p) {
@@ -130,14 +150,22 @@ function pct(a, p) {
 
 function progress() {
   const t = (performance.now() - t0) / 1000;
-  console.log(`PROGRESS t_s=${t.toFixed(1)} started=${started} open=${open} completed=${completed} failed=${failed}`);
+  console.log(`PROGRESS t_s=${t.toFixed(1)} started=${started} open=${open} streaming=${streaming} completed=${completed} failed=${failed}`);
 }
 
+// The ramp follows the clock, not the tick count: if the event loop was late,
+// the next tick starts the streams that are due, so a busy client still
+// reaches N on schedule (RAMP per TICK_MS).
 let next = 0;
 const ramp = setInterval(() => {
-  for (let j = 0; j < RAMP && next < N; j++) startOne(next++);
-  if (next >= N) clearInterval(ramp);
+  const due = Math.min(N, Math.ceil(((performance.now() - t0) / TICK_MS + 1) * RAMP));
+  while (next < due) startOne(next++);
+  if (next >= N) {
+    clearInterval(ramp);
+    rampDone = (performance.now() - t0) / 1000;
+  }
 }, TICK_MS);
+let rampDone = NaN;
 const prog = setInterval(progress, 500);
 const check = setInterval(() => {
   if (next < N || open > 0) return;
@@ -147,7 +175,8 @@ const check = setInterval(() => {
   const wall = (performance.now() - t0) / 1000;
   console.log(
     `STREAMS_RESULT n=${N} completed=${completed} failed=${failed} http_non200=${non200} conn_errors=${connErrors} ` +
-      `error_events=${errorEvents} incomplete=${incomplete} timeouts=${timeouts} max_open=${maxOpen} ` +
+      `error_events=${errorEvents} incomplete=${incomplete} timeouts=${timeouts} max_open=${maxOpen} max_streaming=${maxStreaming} ` +
+      `ramp_s=${rampDone.toFixed(1)} ` +
       `ttfb_p50_ms=${pct(ttfb, 50).toFixed(1)} ttfb_p99_ms=${pct(ttfb, 99).toFixed(1)} ` +
       `dur_p50_s=${pct(durs, 50).toFixed(2)} dur_p99_s=${pct(durs, 99).toFixed(2)} ` +
       `dur_max_s=${durs.reduce((m, x) => (x > m ? x : m), 0).toFixed(2)} ` +

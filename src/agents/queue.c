@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "obs/metrics.h"
 #include "store/db.h"
+#include "store/sessions.h"
 
 #define CLAIM_BATCH   16
 #define HEARTBEAT_MAX 4096
@@ -80,16 +81,19 @@ static int claim_work(ah_db_t *db, void *arg)
     if (rc)
         return rc;
     j->expired = ah_db_changes(db);
+    ah_store_sessions_purge_expired(db, j->now, 1000);
     ah_db_query_int(db, "SELECT COUNT(*) FROM runs WHERE status = 'queued'", NULL, 0, &j->depth);
     if (j->max <= 0)
         return 0;
     char ids[CLAIM_BATCH][48];
     id_list_t l = {ids, 0, (size_t)(j->max < CLAIM_BATCH ? j->max : CLAIM_BATCH)};
     ah_db_val_t sel[2] = {ah_db_int(j->now), ah_db_int((int64_t)l.cap)};
-    rc = ah_db_query(db,
-                     "SELECT id FROM runs WHERE status = 'queued' OR (status IN ('running', "
-                     "'requires_action') AND lease_expires_at < ?) ORDER BY created_at LIMIT ?",
-                     sel, 2, collect_id, &l);
+    rc =
+        ah_db_query(db,
+                    "SELECT id FROM runs WHERE (status = 'queued' AND " AH_SESSION_RUN_STARTABLE_SQL
+                    ") OR (status IN ('running', 'requires_action') AND lease_expires_at < ?) "
+                    "ORDER BY created_at LIMIT ?",
+                    sel, 2, collect_id, &l);
     if (rc)
         return rc;
     j->recs = calloc(l.n ? l.n : 1, sizeof(ah_run_rec_t));

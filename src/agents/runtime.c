@@ -27,6 +27,8 @@
 #include "core/ids.h"
 #include "core/log.h"
 #include "gateway/usage.h"
+#include "store/runs_idem.h"
+#include "store/sessions.h"
 #include "obs/metrics.h"
 
 typedef struct rt_worker {
@@ -112,6 +114,10 @@ struct ah_run {
     tool_call_t *calls;
     size_t n_calls, n_pending;
     char *handoff_to;
+    json_t *history;         /* the session's earlier messages (sent to the model, not stored) */
+    bool session_held;       /* this run holds its session: release it with the final write */
+    bool enqueue;            /* multitask: enqueue */
+    char request_hash[65];   /* idempotency: hash of the creating request */
     json_t *known_results;   /* resume: tool_call_id -> stored tool.result data */
     json_t *known_decisions; /* resume: tool_call_id -> stored approval data */
     int n_awaiting;          /* tool calls waiting for a human */
@@ -188,6 +194,7 @@ static void run_free(ah_run_t *r)
     json_decref(r->messages);
     json_decref(r->seen_calls);
     json_decref(r->known_results);
+    json_decref(r->history);
     json_decref(r->known_decisions);
     ah_buf_free(&r->gw_err);
     ah_buf_free(&r->content);
@@ -248,15 +255,56 @@ typedef struct persist_job {
     ah_run_event_t *ev;
     size_t n;
     bool insert;
+    /* sessions (store/sessions.h) and idempotency (store/runs_idem.h) */
+    bool acquire, enqueue, enqueued, release;
+    double ttl_s;
+    int max_messages;
+    char *history;          /* out: the session's messages when acquired */
+    char *session_messages; /* in: what the run adds to the session (completed runs) */
+    int session_rc;
+    char request_hash[65];
     ah_run_t *run;
 } persist_job_t;
 
 static int persist_work(ah_db_t *db, void *arg)
 {
     persist_job_t *j = arg;
-    int rc = j->insert ? ah_store_run_insert(db, &j->rec) : ah_store_run_update(db, &j->rec);
+    int64_t now = ah_wall_ms();
+    int rc;
+    if (j->insert) {
+        if (j->rec.idempotency_key && *j->rec.idempotency_key)
+            ah_store_run_idem_expire(db, j->rec.key_id, j->rec.idempotency_key,
+                                     now - AH_RUN_IDEM_WINDOW_MS);
+        if (j->acquire) {
+            /* Taking the session and storing the run are one transaction: a 409 stores nothing. */
+            j->session_rc =
+                ah_store_session_acquire(db, j->rec.session_id, j->rec.key_id, j->rec.tenant,
+                                         j->rec.agent, j->rec.id, j->ttl_s, now, &j->history);
+            if (j->session_rc == -EBUSY && j->enqueue) {
+                snprintf(j->rec.status, sizeof(j->rec.status), "%s", AH_RUN_QUEUED);
+                free(j->rec.lease_owner);
+                j->rec.lease_owner = NULL;
+                j->rec.lease_expires_at = 0;
+                j->rec.attempt = 0;
+                j->enqueued = true;
+            } else if (j->session_rc < 0) {
+                return j->session_rc;
+            }
+        }
+        rc = ah_store_run_insert(db, &j->rec);
+        if (rc == 0 && j->request_hash[0])
+            rc = ah_store_run_set_request_hash(db, j->rec.id, j->request_hash);
+    } else {
+        rc = ah_store_run_update(db, &j->rec);
+    }
     if (rc == 0 && j->n)
         rc = ah_store_run_events_append(db, j->ev, j->n);
+    if (rc == 0 && j->release) {
+        int s = ah_store_session_release(db, j->rec.session_id, j->rec.id, j->session_messages,
+                                         j->max_messages, j->ttl_s, now);
+        if (s < 0 && s != -ESTALE && s != -ENOENT && s != -EINVAL)
+            rc = s;
+    }
     return rc;
 }
 
@@ -267,13 +315,56 @@ static void persist_done(int rc, void *arg)
     for (size_t i = 0; i < j->n; i++)
         free(j->ev[i].data);
     free(j->ev);
+    bool inserted = j->insert, enqueued = j->enqueued;
+    int session_rc = j->session_rc;
+    bool acquired = j->acquire && session_rc == 0 && !enqueued;
+    if (acquired) {
+        r->history = j->history ? json_loads(j->history, 0, NULL) : NULL;
+        r->session_held = true;
+    }
     ah_run_rec_free(&j->rec);
-    bool inserted = j->insert;
+    free(j->history);
+    free(j->session_messages);
     free(j);
     hold(r);
     r->persisting = false;
     void (*next)(ah_run_t *) = r->after_persist;
     r->after_persist = NULL;
+    if (inserted && rc &&
+        ((rc == session_rc && (rc == -EBUSY || rc == -EACCES)) ||
+         (rc == -EEXIST && r->rec.idempotency_key))) {
+        /* Refused before anything was stored: tell the client, keep nothing. */
+        const char *code = rc == -EEXIST   ? "idempotency_key_in_progress"
+                           : rc == -EACCES ? "session_conflict"
+                                           : "session_busy";
+        const char *msg = rc == -EEXIST ? "a run with this Idempotency-Key is being created; retry"
+                          : rc == -EACCES
+                              ? "this session belongs to another API key"
+                              : "the session already has an active run (send multitask: "
+                                "\"enqueue\" to queue this one)";
+        r->finished = true;
+        r->final_stored = true;
+        if (r->observing && r->obs.refused) {
+            r->observing = false;
+            r->obs.refused(r->ud, 409, code, msg, NULL);
+        }
+        release(r);
+        return;
+    }
+    if (inserted && rc == 0 && enqueued) {
+        /* Queued behind the session's active run: a claimer starts it later. */
+        r->finished = true;
+        r->final_stored = true;
+        snprintf(r->rec.status, sizeof(r->rec.status), "%s", AH_RUN_QUEUED);
+        if (r->observing && r->obs.refused) {
+            r->observing = false;
+            r->obs.refused(r->ud, 202, "enqueued", "queued behind the session's active run",
+                           &r->rec);
+        }
+        ah_queue_kick();
+        release(r);
+        return;
+    }
     if (rc) {
         ah_log(AH_LOG_ERROR, "runtime", "cannot store the run", AH_LF_INT("rc", rc), AH_LF_END);
         if (!r->finished)
@@ -362,6 +453,20 @@ static void persist(ah_run_t *r, bool insert, void (*next)(ah_run_t *))
     r->n_pev = r->cap_pev = 0;
     j->insert = insert;
     j->run = r;
+    j->ttl_s = r->spec && r->spec->session.ttl_s > 0 ? r->spec->session.ttl_s : 86400;
+    j->max_messages = r->spec ? r->spec->session.max_messages : 0;
+    if (insert && r->rec.session_id && *r->rec.session_id) {
+        j->acquire = true;
+        j->enqueue = r->enqueue;
+    }
+    if (insert)
+        snprintf(j->request_hash, sizeof(j->request_hash), "%s", r->request_hash);
+    if (r->finished && r->session_held) {
+        j->release = true;
+        r->session_held = false;
+        if (strcmp(r->rec.status, AH_RUN_COMPLETED) == 0)
+            j->session_messages = json_dumps(r->messages, JSON_COMPACT);
+    }
     r->persisting = true;
     r->after_persist = next;
     int rc =
@@ -404,6 +509,12 @@ static void notify_done(ah_run_t *r)
     }
 }
 
+/* The final write, when a write was in flight as the run finished. */
+static void persist_final(ah_run_t *r)
+{
+    persist(r, false, notify_done);
+}
+
 static void finish(ah_run_t *r, const char *status, const char *code, const char *msg)
 {
     if (r->finished)
@@ -440,7 +551,7 @@ static void finish(ah_run_t *r, const char *status, const char *code, const char
              json_pack("{s:s, s:s}", "code", code ? code : "error", "message", msg ? msg : ""));
     }
     if (r->persisting)
-        r->after_persist = notify_done; /* the in-flight write finishes first */
+        r->after_persist = persist_final; /* the in-flight write finishes first */
     else
         persist(r, false, notify_done);
 }
@@ -641,7 +752,9 @@ static void call_model(ah_run_t *r)
     if (r->spec->instructions && *r->spec->instructions)
         json_array_append_new(
             msgs, json_pack("{s:s, s:s}", "role", "system", "content", r->spec->instructions));
-    json_array_extend(msgs, r->messages);
+    json_t *ctx = r->history ? ah_session_merge(r->history, r->messages) : NULL;
+    json_array_extend(msgs, ctx ? ctx : r->messages);
+    json_decref(ctx);
     json_t *body = json_pack("{s:s, s:o, s:b, s:{s:b}}", "model", r->spec->model, "messages", msgs,
                              "stream", 1, "stream_options", "include_usage", 1);
     json_t *tools = ah_tool_catalog_defs(&r->cat);
@@ -1239,6 +1352,9 @@ int ah_runtime_start(ah_runtime_t *rt, ah_loop_t *loop, const ah_run_opts_t *o,
     rec->limits = dup_or_null(o->limits_json);
     rec->webhook_url = dup_or_null(o->webhook_url);
     rec->idempotency_key = dup_or_null(o->idempotency_key);
+    r->enqueue = o->multitask && strcmp(o->multitask, "enqueue") == 0;
+    snprintf(r->request_hash, sizeof(r->request_hash), "%s",
+             o->request_hash ? o->request_hash : "");
     if (o->who) {
         snprintf(rec->key_id, sizeof(rec->key_id), "%s", o->who->key_id);
         snprintf(rec->tenant, sizeof(rec->tenant), "%s", o->who->tenant);
@@ -1505,6 +1621,84 @@ static void load_done(int rc, void *arg)
     release(r);
 }
 
+/* Goes on with a claimed run: a normal start, or the stored state and events first. */
+static void resume_continue(ah_run_t *r)
+{
+    /* A queued run that never started (async) starts normally, with its created event. */
+    if (r->rec.started_at == 0) {
+        persist(r, false, started);
+        return;
+    }
+    load_job_t *j = calloc(1, sizeof(*j));
+    if (!j) {
+        fail(r, "internal_error", "out of memory");
+        return;
+    }
+    snprintf(j->run_id, sizeof(j->run_id), "%s", r->rec.id);
+    j->results = json_object();
+    j->decisions = json_object();
+    j->run = r;
+    if (ah_store_submit(r->rt->d.store, AH_STORE_READ, load_work, load_done, r->loop, j) != 0) {
+        json_decref(j->results);
+        json_decref(j->decisions);
+        free(j);
+        fail(r, "store_busy", "the store is busy");
+    }
+}
+
+typedef struct acquire_job {
+    ah_run_t *run;
+    char *history;
+    int rc;
+} acquire_job_t;
+
+static int acquire_work(ah_db_t *db, void *arg)
+{
+    acquire_job_t *j = arg;
+    ah_run_t *r = j->run; /* read-only here: the loop waits for this job */
+    double ttl = r->spec->session.ttl_s > 0 ? r->spec->session.ttl_s : 86400;
+    j->rc = ah_store_session_acquire(db, r->rec.session_id, r->rec.key_id, r->rec.tenant,
+                                     r->rec.agent, r->rec.id, ttl, ah_wall_ms(), &j->history);
+    return 0;
+}
+
+static void acquire_done(int rc, void *arg)
+{
+    acquire_job_t *j = arg;
+    ah_run_t *r = j->run;
+    hold(r);
+    if (rc == 0 && j->rc == 0) {
+        r->history = j->history ? json_loads(j->history, 0, NULL) : NULL;
+        r->session_held = true;
+        resume_continue(r);
+    } else if (j->rc == -EACCES) {
+        fail(r, "session_conflict", "this session belongs to another API key");
+    } else {
+        /* Busy (another run holds it) or a store error: leave it; the claim will lapse. */
+        r->finished = true;
+        r->final_stored = true;
+    }
+    free(j->history);
+    free(j);
+    release(r);
+}
+
+/* A claimed run with a session takes it first (a queued multitask run waits for its turn). */
+static void resume_acquire(ah_run_t *r)
+{
+    acquire_job_t *j = calloc(1, sizeof(*j));
+    if (!j) {
+        fail(r, "internal_error", "out of memory");
+        return;
+    }
+    j->run = r;
+    if (ah_store_submit(r->rt->d.store, AH_STORE_WRITE, acquire_work, acquire_done, r->loop, j) !=
+        0) {
+        free(j);
+        fail(r, "store_busy", "the store is busy");
+    }
+}
+
 int ah_runtime_resume(ah_runtime_t *rt, ah_loop_t *loop, const ah_run_rec_t *rec)
 {
     rt_worker_t *w = tl_worker;
@@ -1556,30 +1750,10 @@ int ah_runtime_resume(ah_runtime_t *rt, ah_loop_t *loop, const ah_run_rec_t *rec
         return -EBUSY;
     }
     hold(r);
-    /* A queued run that never started (async) starts normally, with its created event. */
-    bool fresh = rec->started_at == 0;
-    if (fresh) {
-        /* Never started (queued): the normal start, as the run's owner now. */
-        persist(r, false, started);
-        release(r);
-        return 0;
-    }
-    load_job_t *j = calloc(1, sizeof(*j));
-    if (!j) {
-        fail(r, "internal_error", "out of memory");
-        release(r);
-        return 0;
-    }
-    snprintf(j->run_id, sizeof(j->run_id), "%s", rec->id);
-    j->results = json_object();
-    j->decisions = json_object();
-    j->run = r;
-    if (ah_store_submit(rt->d.store, AH_STORE_READ, load_work, load_done, loop, j) != 0) {
-        json_decref(j->results);
-        json_decref(j->decisions);
-        free(j);
-        fail(r, "store_busy", "the store is busy");
-    }
+    if (rec->session_id && *rec->session_id)
+        resume_acquire(r);
+    else
+        resume_continue(r);
     release(r);
     return 0;
 }

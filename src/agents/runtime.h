@@ -49,6 +49,8 @@ typedef struct ah_run_opts {
     const char *limits_json;   /* per-request limits (only lower than the spec's) or NULL */
     const char *webhook_url;   /* or NULL */
     const char *idempotency_key;
+    const char *request_hash; /* hash of the creating request (store/runs_idem.h), or NULL */
+    const char *multitask;    /* NULL/"reject": 409 when the session is busy; "enqueue": queue */
     const char *request_id;
     const ah_principal_t *who; /* may be NULL (internal) */
 } ah_run_opts_t;
@@ -59,6 +61,14 @@ typedef struct ah_run_observer {
     void (*created)(void *ud, const ah_run_rec_t *run);
     /* One event as it happens (seq, type, data JSON). */
     void (*event)(void *ud, int64_t seq, const char *type, const char *data, size_t n);
+    /*
+     * Terminal instead of done: the run was not started. 409 (run NULL:
+     * nothing stored; code session_busy, session_conflict,
+     * idempotency_key_in_progress) or 202 (run: stored as queued behind its
+     * session's active run).
+     */
+    void (*refused)(void *ud, int status, const char *code, const char *msg,
+                    const ah_run_rec_t *run);
     /* The run reached a final status (or, for async, was accepted: see ah_runtime_start). */
     void (*done)(void *ud, const ah_run_rec_t *run);
 } ah_run_observer_t;

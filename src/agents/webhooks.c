@@ -21,6 +21,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -297,7 +298,7 @@ static void url_host(const char *url, char *out, size_t outsz)
         hl -= (size_t)(at + 1 - h);
         h = at + 1;
     }
-    snprintf(out, outsz, "%.*s%.*s", (int)(scheme < 16 ? scheme : 0), url, (int)hl, h);
+    snprintf(out, outsz, "%.*s%.*s", (int)scheme, url, (int)hl, h);
 }
 
 static void delivery_free(delivery_t *d)
@@ -354,7 +355,8 @@ static void set_failed(delivery_t *d, int http_status, bool permanent, const cha
         snprintf(d->error, sizeof(d->error), "failed");
 }
 
-/* Sets up the transfer of a claimed row. 0, or -errno (d is then marked failed or left for release). */
+/* Sets up the transfer of a claimed row. 0, or -errno (d is then marked failed or left for
+ * release). */
 static int start_transfer(ah_webhooks_t *w, delivery_t *d)
 {
     if (!ah_webhook_url_ok(d->rec.url)) {
@@ -448,8 +450,7 @@ static void finish_transfer(ah_webhooks_t *w, delivery_t *d, CURLcode res)
             if (c < ' ' || c == 0x7f)
                 d->snippet[i] = ' ';
         }
-        set_failed(d, (int)code, false, "HTTP %ld%s%s", code, d->snippet_n ? ": " : "",
-                   d->snippet);
+        set_failed(d, (int)code, false, "HTTP %ld%s%s", code, d->snippet_n ? ": " : "", d->snippet);
         return;
     }
     const char *why = d->errbuf[0] ? d->errbuf : curl_easy_strerror(res);
@@ -689,8 +690,10 @@ static void release_flight(ah_webhooks_t *w)
     outcome_job_t j = {w, w->flight};
     int rc = ah_store_call(w->store, AH_STORE_WRITE, release_work, &j);
     if (rc < 0)
-        ah_log(AH_LOG_WARN, TAG, "cannot give back webhook deliveries; they are due when their "
-               "lease ends", AH_LF_INT("rc", rc), AH_LF_END);
+        ah_log(AH_LOG_WARN, TAG,
+               "cannot give back webhook deliveries; they are due when their "
+               "lease ends",
+               AH_LF_INT("rc", rc), AH_LF_END);
     while (w->flight) {
         delivery_t *d = w->flight;
         w->flight = d->next;
@@ -716,8 +719,7 @@ static void prune(ah_webhooks_t *w)
     prune_job_t j = {ah_wall_ms() - w->retention_ms};
     int rc = ah_store_call(w->store, AH_STORE_WRITE, prune_work, &j);
     if (rc < 0)
-        ah_log(AH_LOG_WARN, TAG, "cannot prune delivered webhooks", AH_LF_INT("rc", rc),
-               AH_LF_END);
+        ah_log(AH_LOG_WARN, TAG, "cannot prune delivered webhooks", AH_LF_INT("rc", rc), AH_LF_END);
 }
 
 static int ms_until(uint64_t now, uint64_t at)
@@ -857,8 +859,8 @@ int ah_webhooks_start(ah_webhooks_t *w)
         w->started = true;
     pthread_mutex_unlock(&w->start_mu);
     if (rc == 0 && !w->secret)
-        ah_log(AH_LOG_WARN, TAG,
-               "webhooks.secret is not set: webhook deliveries are sent unsigned", AH_LF_END);
+        ah_log(AH_LOG_WARN, TAG, "webhooks.secret is not set: webhook deliveries are sent unsigned",
+               AH_LF_END);
     return -rc;
 }
 

@@ -62,16 +62,17 @@
 typedef struct ah_webhooks ah_webhooks_t;
 
 typedef struct ah_webhooks_opts {
-    const char *secret;      /* signing key (webhooks.secret / secret_file); copied; NULL/"" = unsigned */
-    int max_attempts;        /* attempts before dead; 0 = 8 */
-    double timeout_s;        /* per attempt, connect to last byte; 0 = 10 */
-    int max_in_flight;       /* concurrent deliveries; 0 = 16 */
+    const char
+        *secret;       /* signing key (webhooks.secret / secret_file); copied; NULL/"" = unsigned */
+    int max_attempts;  /* attempts before dead; 0 = 8 */
+    double timeout_s;  /* per attempt, connect to last byte; 0 = 10 */
+    int max_in_flight; /* concurrent deliveries; 0 = 16 */
     double poll_interval_s;  /* look for due rows this often without a kick; 0 = 1 */
     int64_t backoff_base_ms; /* delay after the first failure; 0 = 1000 */
     int64_t backoff_max_ms;  /* delay cap; 0 = 3600000 (1 h) */
     double lease_s;          /* claim lease; 0 = timeout_s + 60 (must exceed timeout_s) */
     double retention_s;      /* delivered rows are deleted after this; 0 = 7 days; < 0 = kept */
-    double stop_grace_s;     /* at free, in-flight deliveries may finish this long; 0 = 2, < 0 = 0 */
+    double stop_grace_s; /* at free, in-flight deliveries may finish this long; 0 = 2, < 0 = 0 */
 } ah_webhooks_opts_t;
 
 typedef struct ah_webhooks_stats {
@@ -85,6 +86,7 @@ typedef struct ah_webhooks_stats {
 /**
  * Creates a stopped deliverer for store (which must outlive it: free this
  * before ah_store_close). o may be NULL (defaults). Registers the metrics.
+ * libcurl must be initialised first (ah_http_client_global_init, in main).
  * Returns NULL with errno EINVAL (store NULL, a negative option, lease_s not
  * above timeout_s) or ENOMEM/EIO (curl). Owned by the caller (ah_webhooks_free).
  */
@@ -104,7 +106,8 @@ void ah_webhooks_kick(ah_webhooks_t *w);
  * Stops the thread (in-flight deliveries get stop_grace_s to finish; the rest
  * are aborted and given back to the outbox, due now), joins it and frees w.
  * Pending rows stay in the outbox for the next start. Blocks up to about
- * stop_grace_s plus one store write. NULL is a no-op.
+ * stop_grace_s plus one store write. No other thread may use w (kick) once
+ * this is called; call it before ah_store_close. NULL is a no-op.
  */
 void ah_webhooks_free(ah_webhooks_t *w);
 
@@ -157,9 +160,9 @@ int ah_webhook_sign(const char *secret, int64_t t, const char *body, size_t n,
  * Checks an X-Agenthub-Signature header value against body: one "t=" and one
  * or more "v1=" entries (comma-separated, other keys ignored); valid when some
  * v1 equals the HMAC (compared in constant time) and |now - t| <=
- * tolerance_s. Returns 0 when valid, -EINVAL (malformed header, no secret),
- * -EBADMSG (no v1 matches: wrong secret or altered body), -ETIME (signature
- * right but t outside the tolerance: a replay or a skewed clock), -ENOMEM.
+ * tolerance_s (unix seconds; tolerance_s < 0 skips the time check). Returns 0 when valid, -EINVAL
+ * (malformed header, no secret), -EBADMSG (no v1 matches: wrong secret or altered body), -ETIME
+ * (signature right but t outside the tolerance: a replay or a skewed clock), -ENOMEM.
  */
 int ah_webhook_verify(const char *secret, const char *header, const char *body, size_t n,
                       int64_t now, int64_t tolerance_s);

@@ -149,7 +149,19 @@ static void on_abort(void *ud)
     free(x);
 }
 
-static const ah_run_observer_t observer = {on_created, on_event, on_done};
+static void on_refused(void *ud, int status, const char *code, const char *msg,
+                       const ah_run_rec_t *run)
+{
+    agent_chat_t *x = ud;
+    (void)run;
+    if (x->req)
+        ah_http_reply_error(x->req, status == 202 ? 409 : status, "invalid_request_error", code,
+                            NULL, msg);
+    free(x);
+}
+
+static const ah_run_observer_t observer = {
+    .created = on_created, .event = on_event, .refused = on_refused, .done = on_done};
 
 void ah_api_agent_chat(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who,
                        const char *agent, const char *body, size_t n)

@@ -76,6 +76,8 @@ void ah_api_key_limits_get(ah_http_req_t *req, ah_app_t *app, const ah_principal
 void ah_api_key_limits_put(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
 void ah_api_usage(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
 void ah_api_runs_create(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_sessions_get(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_sessions_delete(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
 void ah_api_runs_approve(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
 void ah_api_runs_cancel(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
 void ah_api_runs_list(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);

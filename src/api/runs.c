@@ -16,6 +16,8 @@
 #include "core/clock.h"
 #include "store/audit.h"
 #include "store/db.h"
+#include "store/runs_idem.h"
+#include "store/sessions.h"
 
 typedef struct run_http {
     ah_http_req_t *req; /* NULL after the terminal call */
@@ -90,7 +92,23 @@ static void on_abort(void *ud)
     free(h);
 }
 
-static const ah_run_observer_t observer = {on_created, on_event, on_done};
+static void on_refused(void *ud, int status, const char *code, const char *msg,
+                       const ah_run_rec_t *run)
+{
+    run_http_t *h = ud;
+    ah_http_req_t *req = h->req;
+    h->req = NULL;
+    if (req) {
+        if (status == 202 && run)
+            reply_run(req, 202, run);
+        else
+            ah_http_reply_error(req, status, "conflict_error", code, NULL, msg);
+    }
+    free(h);
+}
+
+static const ah_run_observer_t observer = {
+    .created = on_created, .event = on_event, .refused = on_refused, .done = on_done};
 
 /* The runtime's messages start with the field they are about ("limits.max_turns: ..."). */
 static const char *field_of(const char *msg, char *buf, size_t n)
@@ -143,6 +161,118 @@ static void start_run(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *w
     ah_http_req_on_abort(req, on_abort, h);
 }
 
+/* ---- Idempotency-Key: a repeat gets the first run (same body) or 409 (another body) ---- */
+
+typedef struct idem_job {
+    ah_http_req_t *req;
+    ah_app_t *app;
+    ah_principal_t who;
+    bool has_who;
+    char key_id[48];
+    char *idem, *hash, *agent, *input, *mode, *session, *metadata, *limits, *webhook, *multitask;
+    ah_run_rec_t rec;
+    char found_hash[65];
+    int rc;
+} idem_job_t;
+
+static char *dup0(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static void idem_free(idem_job_t *j)
+{
+    free(j->idem);
+    free(j->hash);
+    free(j->agent);
+    free(j->input);
+    free(j->mode);
+    free(j->session);
+    free(j->metadata);
+    free(j->limits);
+    free(j->webhook);
+    free(j->multitask);
+    ah_run_rec_free(&j->rec);
+    free(j);
+}
+
+static int idem_work(ah_db_t *db, void *arg)
+{
+    idem_job_t *j = arg;
+    j->rc = ah_store_run_find_idempotent(
+        db, j->key_id, j->idem, ah_wall_ms() - AH_RUN_IDEM_WINDOW_MS, &j->rec, j->found_hash);
+    return 0;
+}
+
+static void idem_done(int rc, void *arg)
+{
+    idem_job_t *j = arg;
+    (void)rc;
+    if (j->rc == 0) {
+        if (j->found_hash[0] && strcmp(j->found_hash, j->hash) != 0) {
+            ah_http_reply_error(j->req, 409, "conflict_error", "idempotency_key_reused",
+                                "Idempotency-Key",
+                                "this Idempotency-Key was used with a different request in the "
+                                "last 24 h");
+        } else {
+            ah_http_req_add_header(j->req, "Idempotent-Replayed", "true");
+            reply_run(j->req, 200, &j->rec);
+        }
+    } else if (j->rc == -ENOENT) {
+        ah_run_opts_t o = {
+            .agent = j->agent,
+            .input_json = j->input,
+            .mode = j->mode,
+            .session_id = j->session,
+            .metadata_json = j->metadata,
+            .limits_json = j->limits,
+            .webhook_url = j->webhook,
+            .idempotency_key = j->idem,
+            .request_hash = j->hash,
+            .multitask = j->multitask,
+            .request_id = ah_http_req_id(j->req),
+            .who = j->has_who ? &j->who : NULL,
+        };
+        start_run(j->req, j->app, o.who, &o);
+    } else {
+        ah_http_reply_error(j->req, 503, NULL, "store_unavailable", NULL,
+                            "the store could not check the Idempotency-Key; retry");
+    }
+    idem_free(j);
+}
+
+static void idem_lookup(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who,
+                        const ah_run_opts_t *o)
+{
+    idem_job_t *j = calloc(1, sizeof(*j));
+    if (!j) {
+        ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "out of memory");
+        return;
+    }
+    j->req = req;
+    j->app = app;
+    if (who) {
+        j->who = *who;
+        j->has_who = true;
+        snprintf(j->key_id, sizeof(j->key_id), "%s", who->key_id);
+    }
+    j->idem = dup0(o->idempotency_key);
+    j->hash = dup0(o->request_hash);
+    j->agent = dup0(o->agent);
+    j->input = dup0(o->input_json);
+    j->mode = dup0(o->mode);
+    j->session = dup0(o->session_id);
+    j->metadata = dup0(o->metadata_json);
+    j->limits = dup0(o->limits_json);
+    j->webhook = dup0(o->webhook_url);
+    j->multitask = dup0(o->multitask);
+    if (ah_store_submit(app->store, AH_STORE_READ, idem_work, idem_done, ah_http_req_loop(req),
+                        j) != 0) {
+        idem_free(j);
+        ah_http_reply_error(req, 503, NULL, "store_busy", NULL, "the store is busy; retry");
+    }
+}
+
 void ah_api_runs_create(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who)
 {
     size_t n;
@@ -167,7 +297,7 @@ void ah_api_runs_create(ah_http_req_t *req, ah_app_t *app, const ah_principal_t 
         if (!ok) {
             ah_api_invalid(req, 422, k,
                            "unknown field \"%s\" (known: input, mode, session_id, metadata, "
-                           "webhook_url, limits)",
+                           "webhook_url, limits, multitask)",
                            k);
             json_decref(in);
             return;
@@ -200,9 +330,31 @@ void ah_api_runs_create(ah_http_req_t *req, ah_app_t *app, const ah_principal_t 
         json_decref(in);
         return;
     }
+    const char *multitask = json_string_value(json_object_get(in, "multitask"));
+    if (json_object_get(in, "multitask") &&
+        (!multitask || (strcmp(multitask, "reject") && strcmp(multitask, "enqueue")))) {
+        ah_api_invalid(req, 422, "multitask", "multitask must be reject or enqueue");
+        json_decref(in);
+        return;
+    }
+    if (sid && !ah_session_id_valid(json_string_value(sid))) {
+        ah_api_invalid(req, 422, "session_id",
+                       "session_id must be 1-128 letters, digits, '-', '_', '.' or ':'");
+        json_decref(in);
+        return;
+    }
+    const char *idem = ah_http_req_header_str(req, "idempotency-key");
+    if (idem && !ah_run_idem_key_valid(idem)) {
+        ah_api_invalid(req, 400, NULL, "Idempotency-Key must be 1-255 printable ASCII characters");
+        json_decref(in);
+        return;
+    }
     char *input_s = json_dumps(input, JSON_COMPACT | JSON_ENCODE_ANY);
     char *md_s = md ? json_dumps(md, JSON_COMPACT) : NULL;
     char *lim_s = lim ? json_dumps(lim, JSON_COMPACT) : NULL;
+    char hash[65];
+    ah_run_request_hash(ah_http_req_param(req, "name"), input_s, mode, json_string_value(sid), md_s,
+                        lim_s, json_string_value(wh), multitask, hash);
     ah_run_opts_t o = {
         .agent = ah_http_req_param(req, "name"),
         .input_json = input_s,
@@ -211,11 +363,16 @@ void ah_api_runs_create(ah_http_req_t *req, ah_app_t *app, const ah_principal_t 
         .metadata_json = md_s,
         .limits_json = lim_s,
         .webhook_url = json_string_value(wh),
-        .idempotency_key = ah_http_req_header_str(req, "idempotency-key"),
+        .idempotency_key = idem,
+        .request_hash = hash,
+        .multitask = multitask,
         .request_id = ah_http_req_id(req),
         .who = who,
     };
-    start_run(req, app, who, &o);
+    if (idem)
+        idem_lookup(req, app, who, &o);
+    else
+        start_run(req, app, who, &o);
     free(input_s);
     free(md_s);
     free(lim_s);

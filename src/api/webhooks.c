@@ -72,11 +72,11 @@ static json_t *int_or_null(int64_t v)
 /* The API object of a delivery (payload included when the record has it). */
 static json_t *delivery_json(const ah_webhook_rec_t *r)
 {
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:I, s:I}", "id", r->id, "object",
-                          "webhook_delivery", "run_id", r->run_id, "url", r->url ? r->url : "",
-                          "event", r->event, "status", r->status, "attempts", r->attempts,
-                          "created_at", (json_int_t)r->created_at, "updated_at",
-                          (json_int_t)r->updated_at);
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:I, s:I}", "id", r->id, "object",
+                  "webhook_delivery", "run_id", r->run_id, "url", r->url ? r->url : "", "event",
+                  r->event, "status", r->status, "attempts", r->attempts, "created_at",
+                  (json_int_t)r->created_at, "updated_at", (json_int_t)r->updated_at);
     if (!o)
         return NULL;
     bool pending = strcmp(r->status, AH_WEBHOOK_PENDING) == 0;
@@ -144,8 +144,8 @@ static int list_work(ah_db_t *db, void *arg)
         json_int_t cut = json_integer_value(
             json_object_get(json_array_get(j->data, (size_t)j->limit), "created_at"));
         size_t k = (size_t)j->limit;
-        while (k > 1 && json_integer_value(json_object_get(json_array_get(j->data, k - 1),
-                                                           "created_at")) == cut)
+        while (k > 1 && json_integer_value(
+                            json_object_get(json_array_get(j->data, k - 1), "created_at")) == cut)
             k--;
         if (json_integer_value(json_object_get(json_array_get(j->data, k - 1), "created_at")) ==
             cut)

@@ -180,7 +180,7 @@ int ah_cli_run(int argc, char **argv)
                                           : json_dumps(json_string(input), JSON_ENCODE_ANY);
     json_decref(arr);
     cli_run_t x = {.loop = loop, .json = json, .exit_code = 1};
-    ah_run_observer_t obs = {NULL, on_event, on_done};
+    ah_run_observer_t obs = {.event = on_event, .done = on_done};
     ah_run_opts_t o = {
         .agent = agent, .input_json = input_json, .mode = "sync", .session_id = session};
     ah_run_t *run = NULL;

@@ -37,11 +37,15 @@
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <math.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
+
+/* Declared here until db.h lists it next to ah_db_sqlite_backend. */
+extern const ah_db_backend_t ah_db_postgres_backend;
 
 #define STMT_CACHE_DEFAULT 128
 #define STMT_CACHE_MAX     4096
@@ -294,6 +298,25 @@ static int reconnect(pg_db_t *d)
 }
 
 /*
+ * An idle connection has nothing to read unless the server spoke first: a
+ * shutting-down server sends FATAL (57P01) and closes. Reads that without
+ * blocking (the error goes to the notice processor, then EOF marks the
+ * connection bad). True when the connection is still good.
+ */
+static bool idle_conn_alive(pg_db_t *d)
+{
+    for (int i = 0; i < 8; i++) {
+        struct pollfd p = {.fd = PQsocket(d->conn), .events = POLLIN};
+        int n = poll(&p, 1, 0);
+        if (n == 0 || (n < 0 && errno == EINTR))
+            return true;
+        if (n < 0 || !PQconsumeInput(d->conn) || !conn_ok(d))
+            return false;
+    }
+    return conn_ok(d);
+}
+
+/*
  * Makes sure the connection is usable before a call. An idle connection is
  * checked without blocking (PQconsumeInput reads what the server sent: after
  * a restart, its goodbye and EOF) and re-established if it is gone. Inside a
@@ -302,12 +325,8 @@ static int reconnect(pg_db_t *d)
  */
 static int ensure_conn(pg_db_t *d)
 {
-    if (conn_ok(d)) {
-        if (PQtransactionStatus(d->conn) != PQTRANS_IDLE)
-            return 0;
-        if (PQconsumeInput(d->conn) && conn_ok(d))
-            return 0;
-    }
+    if (conn_ok(d) && (PQtransactionStatus(d->conn) != PQTRANS_IDLE || idle_conn_alive(d)))
+        return 0;
     if (d->txn)
         return fail_msg(d, -EIO,
                         "connection to PostgreSQL lost inside a transaction (the server rolled "
@@ -326,8 +345,8 @@ static void sync_txn(pg_db_t *d)
 
 static bool ident_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || (unsigned char)c >= 0x80;
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           (unsigned char)c >= 0x80;
 }
 
 static bool blank(char c)
@@ -445,8 +464,8 @@ static int rewrite(pg_db_t *d, const char *sql, size_t len, int *nparams)
         } else if (c == '$' && (i == 0 || !ident_char(sql[i - 1])) && dollar_tag(sql + i)) {
             size_t tag = dollar_tag(sql + i);
             size_t j = i + tag;
-            while (j < len && !(sql[j] == '$' && j + tag <= len &&
-                                memcmp(sql + j, sql + i, tag) == 0))
+            while (j < len &&
+                   !(sql[j] == '$' && j + tag <= len && memcmp(sql + j, sql + i, tag) == 0))
                 j++;
             j = j + tag <= len ? j + tag : len;
             memcpy(out + o, sql + i, j - i);
@@ -492,7 +511,6 @@ static int bind_args(pg_db_t *d, const ah_db_val_t *args, int nargs)
     if (nargs == 0)
         return 0;
     if (d->pcap < nargs) {
-        size_t cap = (size_t)d->pcap;
         size_t want = (size_t)nargs;
         const char **v = realloc(d->pvals, want * sizeof(*v));
         if (v)
@@ -501,11 +519,9 @@ static int bind_args(pg_db_t *d, const ah_db_val_t *args, int nargs)
         if (l)
             d->plens = l;
         int *f = l ? realloc(d->pfmts, want * sizeof(*f)) : NULL;
-        if (f)
-            d->pfmts = f;
         if (!f)
             return fail_msg(d, -ENOMEM, "out of memory");
-        (void)cap;
+        d->pfmts = f;
         d->pcap = nargs;
     }
     size_t need = 0;
@@ -817,18 +833,22 @@ static int pg_query(ah_db_t *db, const char *sql, const ah_db_val_t *args, int n
             if (!copy)
                 return fail_msg(d, -ENOMEM, "out of memory");
             memcpy(copy, sql, len + 1);
-            snprintf(name, sizeof(name), "ahs%" PRIu64, ++d->next_stmt);
         }
+        /* Named even when not cached: the unnamed statement dies at the next simple query
+         * (the RELEASE of the prepare savepoint). */
+        snprintf(name, sizeof(name), "ahs%" PRIu64, ++d->next_stmt);
         rc = prepare(d, name, args, nargs);
         if (rc < 0) {
             free(copy);
             return rc;
         }
         if (copy)
-            cache_put(d, hash, copy, len, name, nparams);
+            e = cache_put(d, hash, copy, len, name, nparams);
     }
     PGresult *res =
         PQexecPrepared(d->conn, name, nargs, d->pvals, d->plens, d->pfmts, 0 /* text results */);
+    if (!e)
+        deallocate(d, name); /* before the rows: a row callback may run queries */
     return finish(d, res, cb, ud, false);
 }
 
@@ -870,8 +890,8 @@ static int pg_commit(ah_db_t *db)
     }
     PGresult *res = PQexec(d->conn, "COMMIT");
     /* COMMIT of a transaction an error aborted succeeds, as a ROLLBACK: that is a failure. */
-    bool rolled_back = res && PQresultStatus(res) == PGRES_COMMAND_OK &&
-                       strcmp(PQcmdStatus(res), "ROLLBACK") == 0;
+    bool rolled_back =
+        res && PQresultStatus(res) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(res), "ROLLBACK") == 0;
     int rc = finish(d, res, NULL, NULL, false);
     d->txn = false;
     sync_txn(d);

@@ -36,9 +36,8 @@ static void set_opt(json_t *o, const char *name, json_t *v)
 }
 
 void ah_run_request_hash(const char *agent, const char *input_json, const char *mode,
-                         const char *session_id, const char *metadata_json,
-                         const char *limits_json, const char *webhook_url, const char *multitask,
-                         char out[65])
+                         const char *session_id, const char *metadata_json, const char *limits_json,
+                         const char *webhook_url, const char *multitask, char out[65])
 {
     json_t *o = json_object();
     if (o) {

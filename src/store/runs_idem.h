@@ -36,9 +36,8 @@ bool ah_run_idem_key_valid(const char *key);
  * sending its default hash the same. agent is the name in the path.
  */
 void ah_run_request_hash(const char *agent, const char *input_json, const char *mode,
-                         const char *session_id, const char *metadata_json,
-                         const char *limits_json, const char *webhook_url, const char *multitask,
-                         char out[65]);
+                         const char *session_id, const char *metadata_json, const char *limits_json,
+                         const char *webhook_url, const char *multitask, char out[65]);
 
 /**
  * Finds the run that key_id (NULL = "", no API key) created with idem_key

@@ -34,8 +34,7 @@ static int query(ah_db_t *db, const char *sql, const ah_db_val_t *args, int narg
     return db_rc(ah_db_query(db, sql, args, nargs, cb, ud));
 }
 
-static int query_int(ah_db_t *db, const char *sql, const ah_db_val_t *args, int nargs,
-                     int64_t *out)
+static int query_int(ah_db_t *db, const char *sql, const ah_db_val_t *args, int nargs, int64_t *out)
 {
     return db_rc(ah_db_query_int(db, sql, args, nargs, out));
 }
@@ -99,7 +98,8 @@ static bool complete(json_t *tc, json_t *msgs, size_t from, size_t to)
             return false;
         bool found = false;
         for (size_t k = from; k < to && !found; k++) {
-            const char *id = json_string_value(json_object_get(json_array_get(msgs, k), "tool_call_id"));
+            const char *id =
+                json_string_value(json_object_get(json_array_get(msgs, k), "tool_call_id"));
             found = id && strcmp(id, cid) == 0;
         }
         if (!found)
@@ -342,11 +342,11 @@ static int read_session(ah_db_t *db, const char *id, bool want_messages, ah_sess
     row_ctx_t x = {out, want_messages, false, 0};
     ah_db_val_t arg = ah_db_text(id);
     int rc = query(db,
-                         want_messages ? "SELECT " SESSION_COLS " FROM sessions WHERE id = ?"
-                                       : "SELECT id, key_id, tenant, agent, NULL, n_messages, "
-                                         "active_run_id, created_at, updated_at, expires_at "
-                                         "FROM sessions WHERE id = ?",
-                         &arg, 1, session_row, &x);
+                   want_messages ? "SELECT " SESSION_COLS " FROM sessions WHERE id = ?"
+                                 : "SELECT id, key_id, tenant, agent, NULL, n_messages, "
+                                   "active_run_id, created_at, updated_at, expires_at "
+                                   "FROM sessions WHERE id = ?",
+                   &arg, 1, session_row, &x);
     if (rc < 0 || x.rc < 0) {
         ah_session_rec_free(out);
         return rc < 0 ? rc : x.rc;
@@ -382,8 +382,8 @@ static int run_status(ah_db_t *db, const char *run_id, run_status_t *out)
 {
     memset(out, 0, sizeof(*out));
     ah_db_val_t arg = ah_db_text(run_id);
-    int rc = query(db, "SELECT status, created_at FROM runs WHERE id = ?", &arg, 1,
-                         status_row, out);
+    int rc =
+        query(db, "SELECT status, created_at FROM runs WHERE id = ?", &arg, 1, status_row, out);
     return rc < 0 ? rc : 0;
 }
 
@@ -420,14 +420,14 @@ static int older_waiting(ah_db_t *db, const char *id, const char *key_id, const 
     if (rc < 0)
         return rc;
     int64_t t = me.found ? me.created_at : now;
-    ah_db_val_t a[6] = {ah_db_text(id), ah_db_text(owner(key_id)), ah_db_text(run_id),
-                        ah_db_int(t),   ah_db_int(t),             ah_db_text(run_id)};
+    ah_db_val_t a[6] = {ah_db_text(id), ah_db_text(owner(key_id)), ah_db_text(run_id), ah_db_int(t),
+                        ah_db_int(t),   ah_db_text(run_id)};
     int64_t n = 0;
     rc = query_int(db,
-                         "SELECT COUNT(*) FROM runs WHERE session_id = ? AND key_id = ? AND "
-                         "status = 'queued' AND id <> ? AND (created_at < ? OR "
-                         "(created_at = ? AND id < ?))",
-                         a, 6, &n);
+                   "SELECT COUNT(*) FROM runs WHERE session_id = ? AND key_id = ? AND "
+                   "status = 'queued' AND id <> ? AND (created_at < ? OR "
+                   "(created_at = ? AND id < ?))",
+                   a, 6, &n);
     if (rc < 0)
         return rc;
     return n > 0;
@@ -449,18 +449,23 @@ static int insert_session(ah_db_t *db, const char *id, const char *key_id, const
                           const char *agent, const char *run_id, int64_t now, int64_t expires)
 {
     ah_db_val_t a[8] = {
-        ah_db_text(id),    ah_db_text(owner(key_id)), ah_db_text(tenant && *tenant ? tenant : "default"),
-        ah_db_text(agent), ah_db_text(run_id),        ah_db_int(now),
-        ah_db_int(now),    ah_db_int(expires),
+        ah_db_text(id),
+        ah_db_text(owner(key_id)),
+        ah_db_text(tenant && *tenant ? tenant : "default"),
+        ah_db_text(agent),
+        ah_db_text(run_id),
+        ah_db_int(now),
+        ah_db_int(now),
+        ah_db_int(expires),
     };
     int rc = db_rc(ah_db_savepoint(db, "ah_session_ins"));
     if (rc < 0)
         return rc;
     rc = query(db,
-                     "INSERT INTO sessions (id, key_id, tenant, agent, messages, n_messages, "
-                     "active_run_id, created_at, updated_at, expires_at) "
-                     "VALUES (?, ?, ?, ?, '[]', 0, ?, ?, ?, ?)",
-                     a, 8, NULL, NULL);
+               "INSERT INTO sessions (id, key_id, tenant, agent, messages, n_messages, "
+               "active_run_id, created_at, updated_at, expires_at) "
+               "VALUES (?, ?, ?, ?, '[]', 0, ?, ?, ?, ?)",
+               a, 8, NULL, NULL);
     if (rc == -EEXIST) {
         /* Another replica created it between our read and this insert: it holds it. */
         int rb = db_rc(ah_db_rollback_to(db, "ah_session_ins"));
@@ -633,19 +638,19 @@ int ah_store_session_release(ah_db_t *db, const char *id, const char *run_id,
     ah_session_rec_free(&s);
     int64_t expires = now + ttl_ms(ttl_s);
     if (text) {
-        ah_db_val_t a[6] = {ah_db_text(text), ah_db_int(n_messages), ah_db_int(now),
-                            ah_db_int(expires), ah_db_text(id), ah_db_text(run_id)};
+        ah_db_val_t a[6] = {ah_db_text(text),   ah_db_int(n_messages), ah_db_int(now),
+                            ah_db_int(expires), ah_db_text(id),        ah_db_text(run_id)};
         rc = query(db,
-                         "UPDATE sessions SET messages = ?, n_messages = ?, active_run_id = NULL, "
-                         "updated_at = ?, expires_at = ?" CAS_HELD,
-                         a, 6, NULL, NULL);
+                   "UPDATE sessions SET messages = ?, n_messages = ?, active_run_id = NULL, "
+                   "updated_at = ?, expires_at = ?" CAS_HELD,
+                   a, 6, NULL, NULL);
         free(text);
     } else {
         ah_db_val_t a[4] = {ah_db_int(now), ah_db_int(expires), ah_db_text(id), ah_db_text(run_id)};
         rc = query(db,
-                         "UPDATE sessions SET active_run_id = NULL, updated_at = ?, "
-                         "expires_at = ?" CAS_HELD,
-                         a, 4, NULL, NULL);
+                   "UPDATE sessions SET active_run_id = NULL, updated_at = ?, "
+                   "expires_at = ?" CAS_HELD,
+                   a, 4, NULL, NULL);
     }
     if (rc < 0)
         return rc;
@@ -730,12 +735,12 @@ int ah_store_sessions_purge_expired(ah_db_t *db, int64_t now, int limit)
     ah_db_val_t a[3] = {ah_db_int(now), ah_db_int(now - AH_SESSION_ACQUIRE_GRACE_MS),
                         ah_db_int(limit)};
     int rc = query(db,
-                         "DELETE FROM sessions WHERE id IN (SELECT s.id FROM sessions s "
-                         "LEFT JOIN runs r ON r.id = s.active_run_id WHERE s.expires_at <= ? AND "
-                         "(s.active_run_id IS NULL OR r.status IN ('completed', 'failed', "
-                         "'cancelled', 'expired') OR (r.id IS NULL AND s.updated_at <= ?)) "
-                         "ORDER BY s.expires_at LIMIT ?)",
-                         a, 3, NULL, NULL);
+                   "DELETE FROM sessions WHERE id IN (SELECT s.id FROM sessions s "
+                   "LEFT JOIN runs r ON r.id = s.active_run_id WHERE s.expires_at <= ? AND "
+                   "(s.active_run_id IS NULL OR r.status IN ('completed', 'failed', "
+                   "'cancelled', 'expired') OR (r.id IS NULL AND s.updated_at <= ?)) "
+                   "ORDER BY s.expires_at LIMIT ?)",
+                   a, 3, NULL, NULL);
     if (rc < 0)
         return rc;
     int64_t n = ah_db_changes(db);
@@ -764,9 +769,9 @@ int ah_store_session_next_queued(ah_db_t *db, const char *id, char run_id[48])
     next_ctx_t x = {run_id, false};
     ah_db_val_t a = ah_db_text(id);
     int rc = query(db,
-                         "SELECT id FROM runs WHERE session_id = ? AND status = 'queued' "
-                         "ORDER BY created_at, id LIMIT 1",
-                         &a, 1, next_row, &x);
+                   "SELECT id FROM runs WHERE session_id = ? AND status = 'queued' "
+                   "ORDER BY created_at, id LIMIT 1",
+                   &a, 1, next_row, &x);
     if (rc < 0)
         return rc;
     return x.found ? 0 : -ENOENT;

@@ -52,6 +52,22 @@
  */
 #define AH_SESSION_ACQUIRE_GRACE_MS 60000
 
+/*
+ * SQL condition on a queued row of table runs (unaliased: "... FROM runs
+ * WHERE status = 'queued' AND " AH_SESSION_RUN_STARTABLE_SQL): true when its
+ * session does not stop it from starting: no session, or the session is not
+ * held by another stored run that is not final, and no older queued run of the
+ * same session waits before it. For the claimers, so a run waiting for its
+ * session (multitask: enqueue) is not claimed in vain; the acquire when it
+ * starts stays the real check. Portable; no arguments.
+ */
+#define AH_SESSION_RUN_STARTABLE_SQL                                                               \
+    "(session_id IS NULL OR (NOT EXISTS (SELECT 1 FROM sessions s JOIN runs h ON "                 \
+    "h.id = s.active_run_id WHERE s.id = runs.session_id AND h.id <> runs.id AND h.status NOT "    \
+    "IN ('completed', 'failed', 'cancelled', 'expired')) AND NOT EXISTS (SELECT 1 FROM runs o "    \
+    "WHERE o.session_id = runs.session_id AND o.status = 'queued' AND (o.created_at < "            \
+    "runs.created_at OR (o.created_at = runs.created_at AND o.id < runs.id)))))"
+
 typedef struct ah_session_rec {
     char id[AH_SESSION_ID_MAX + 1];
     char key_id[48];
@@ -152,9 +168,10 @@ void ah_session_rec_free(ah_session_rec_t *r);
  * The conversation for a run: history (a session's messages) followed by
  * input (the run's input messages), by the rules above: input's leading
  * system messages, if any, replace history's; incomplete tool exchanges are
- * dropped. Neither argument is changed or stolen. Returns a new array (the
- * caller owns the reference) or NULL on ENOMEM / when an argument is not an
- * array.
+ * dropped. Neither argument is changed or stolen; the new array shares
+ * their message objects (do not modify them through it). Returns the new
+ * array (the caller owns the reference) or NULL on ENOMEM / when an argument
+ * is not an array.
  */
 json_t *ah_session_merge(json_t *history, json_t *input);
 

@@ -52,9 +52,9 @@ int64_t ah_webhook_backoff_ms(int attempts, int64_t base_ms, int64_t max_ms)
 
 bool ah_webhook_status_valid(const char *status)
 {
-    return status && (strcmp(status, AH_WEBHOOK_PENDING) == 0 ||
-                      strcmp(status, AH_WEBHOOK_DELIVERED) == 0 ||
-                      strcmp(status, AH_WEBHOOK_DEAD) == 0);
+    return status &&
+           (strcmp(status, AH_WEBHOOK_PENDING) == 0 || strcmp(status, AH_WEBHOOK_DELIVERED) == 0 ||
+            strcmp(status, AH_WEBHOOK_DEAD) == 0);
 }
 
 void ah_webhook_rec_free(ah_webhook_rec_t *r)
@@ -282,8 +282,8 @@ int ah_store_webhook_failed(ah_db_t *db, const char *id, int claimed_attempts, i
         return -EINVAL;
     int attempts = claimed_attempts + 1;
     bool dead = permanent || attempts >= p->max_attempts;
-    int64_t next = dead ? now : now + ah_webhook_backoff_ms(attempts, p->backoff_base_ms,
-                                                            p->backoff_max_ms);
+    int64_t next =
+        dead ? now : now + ah_webhook_backoff_ms(attempts, p->backoff_base_ms, p->backoff_max_ms);
     char err[AH_WEBHOOK_ERROR_MAX + 1];
     cut_utf8(error && *error ? error : "failed", err, AH_WEBHOOK_ERROR_MAX);
     ah_db_val_t a[8] = {
@@ -296,11 +296,12 @@ int ah_store_webhook_failed(ah_db_t *db, const char *id, int claimed_attempts, i
         ah_db_text(id),
         ah_db_int(claimed_attempts),
     };
-    int rc = ah_db_query(db,
-                         "UPDATE webhooks_outbox SET status = ?, attempts = ?, next_attempt_at = ?, "
-                         "last_status = ?, last_error = ?, updated_at = ? "
-                         "WHERE id = ? AND status = 'pending' AND attempts = ?",
-                         a, 8, NULL, NULL);
+    int rc =
+        ah_db_query(db,
+                    "UPDATE webhooks_outbox SET status = ?, attempts = ?, next_attempt_at = ?, "
+                    "last_status = ?, last_error = ?, updated_at = ? "
+                    "WHERE id = ? AND status = 'pending' AND attempts = ?",
+                    a, 8, NULL, NULL);
     if (rc < 0)
         return rc;
     if (ah_db_changes(db) != 1)
@@ -373,7 +374,8 @@ int ah_store_webhook_list(ah_db_t *db, const ah_webhook_filter_t *f,
     char sql[512];
     ah_db_val_t args[4];
     int n = 0;
-    int w = snprintf(sql, sizeof(sql), "SELECT " WH_COLS_LIST " FROM webhooks_outbox WHERE 1 = 1%s%s%s"
+    int w = snprintf(sql, sizeof(sql),
+                     "SELECT " WH_COLS_LIST " FROM webhooks_outbox WHERE 1 = 1%s%s%s"
                      " ORDER BY created_at DESC, id DESC LIMIT ?",
                      f->status ? " AND status = ?" : "", f->run_id ? " AND run_id = ?" : "",
                      f->before > 0 ? " AND created_at < ?" : "");
