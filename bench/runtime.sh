@@ -377,7 +377,8 @@ phase_profile() {
     res=$(bench_wrk_lua profiled_echo "$PROFILE_CONNS" "$((PROFILE_S + 1))s" "$url" "$BENCH_DIR/rt_runs.lua" "$AH_PID" "") || exit 1
     wait "$perf_pid" || bench_log "perf record exited non-zero; see $RUN_DIR/logs/perf_record.txt"
     bench_forget_pid "$perf_pid"
-    {
+    (
+        set +o pipefail # head closes the pipe early
         echo "# perf: bench-echo sync runs, wrk -t1 -c$PROFILE_CONNS, ${PROFILE_S}s, $WORKERS workers, cpu-clock @ $FREQ Hz, call graph $CALLGRAPH"
         echo "# load while profiled: $res"
         echo "## by thread (self)"
@@ -392,7 +393,7 @@ phase_profile() {
             perf report -i "$data" --children --sort dso,sym --stdio -g none --percent-limit 1.5 2>/dev/null |
                 grep -v '^#' | grep -v '^$' | head -90
         fi
-    } >"$RUN_DIR/profile.txt"
+    ) >"$RUN_DIR/profile.txt"
     bench_log "profile report: $RUN_DIR/profile.txt (perf report -i $data)"
 }
 

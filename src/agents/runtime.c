@@ -23,6 +23,7 @@
 
 #include "agents/queue.h"
 #include "agents/tools.h"
+#include "agents/webhooks.h"
 #include "core/clock.h"
 #include "core/ids.h"
 #include "core/log.h"
@@ -263,6 +264,7 @@ typedef struct persist_job {
     char *session_messages; /* in: what the run adds to the session (completed runs) */
     int session_rc;
     char request_hash[65];
+    bool final; /* the run's final state: enqueue its webhook in the same transaction */
     ah_run_t *run;
 } persist_job_t;
 
@@ -296,6 +298,8 @@ static int persist_work(ah_db_t *db, void *arg)
             rc = ah_store_run_set_request_hash(db, j->rec.id, j->request_hash);
     } else {
         rc = ah_store_run_update(db, &j->rec);
+        if (rc == 0 && j->final && j->rec.webhook_url && *j->rec.webhook_url)
+            rc = ah_webhook_enqueue_run(db, &j->rec, j->rec.webhook_url, now);
     }
     if (rc == 0 && j->n)
         rc = ah_store_run_events_append(db, j->ev, j->n);
@@ -461,6 +465,7 @@ static void persist(ah_run_t *r, bool insert, void (*next)(ah_run_t *))
     }
     if (insert)
         snprintf(j->request_hash, sizeof(j->request_hash), "%s", r->request_hash);
+    j->final = r->finished;
     if (r->finished && r->session_held) {
         j->release = true;
         r->session_held = false;
@@ -491,6 +496,8 @@ static void persist(ah_run_t *r, bool insert, void (*next)(ah_run_t *))
 static void notify_done(ah_run_t *r)
 {
     r->final_stored = true;
+    if (r->rec.webhook_url && *r->rec.webhook_url && r->rt->d.webhooks)
+        ah_webhooks_kick(r->rt->d.webhooks);
     ah_runtime_t *rt = r->rt;
     char st[24];
     snprintf(st, sizeof(st), "%s", r->rec.status);

@@ -37,7 +37,8 @@ typedef struct ah_runtime_deps {
     ah_store_t *store;
     ah_gateway_t *gateway;
     ah_registry_t *registry;
-    struct ah_usage *usage; /* may be NULL */
+    struct ah_usage *usage;       /* may be NULL */
+    struct ah_webhooks *webhooks; /* may be NULL: deliveries still go out on the next poll */
 } ah_runtime_deps_t;
 
 typedef struct ah_run_opts {

@@ -223,8 +223,11 @@ int ah_webhook_enqueue_run(ah_db_t *db, const ah_run_rec_t *r, const char *url, 
                AH_LF_END);
         return 0;
     }
+    int rc = ah_store_webhook_exists(db, r->id, url);
+    if (rc != 0)
+        return rc < 0 ? rc : 0; /* already enqueued when the run was first stored final */
     char id[48];
-    int rc = ah_id_new(id, sizeof(id), "whd", 16);
+    rc = ah_id_new(id, sizeof(id), "whd", 16);
     if (rc < 0)
         return rc;
     ah_buf_t b;
@@ -239,6 +242,17 @@ int ah_webhook_enqueue_run(ah_db_t *db, const ah_run_rec_t *r, const char *url, 
     if (rc == 0)
         rc = ah_store_webhook_enqueue_id(db, id, r->id, url, event, b.data, now_ms);
     ah_buf_free(&b);
+    return rc;
+}
+
+int ah_webhook_enqueue_run_id(ah_db_t *db, const char *run_id, int64_t now_ms)
+{
+    ah_run_rec_t r;
+    int rc = ah_store_run_get(db, run_id, &r);
+    if (rc < 0)
+        return rc;
+    rc = ah_webhook_enqueue_run(db, &r, r.webhook_url, now_ms);
+    ah_run_rec_free(&r);
     return rc;
 }
 

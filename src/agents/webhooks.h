@@ -134,14 +134,23 @@ int ah_webhook_run_payload(const char *delivery_id, const char *event, const ah_
 
 /**
  * For the WRITE job that stores a run's final state: when url is set and
- * r->status is final, adds the outbox row (payload as above) due now.
- * Returns 0 (also when there is nothing to send), or -errno from building or
- * inserting the row; the caller's job should then fail so the run's final
- * state and its delivery commit together or not at all. A url that
- * ah_webhook_url_ok refuses is still enqueued: its first attempt dead-letters
- * it with the reason, visible through the API.
+ * r->status is final, adds the outbox row (payload as above) due now, unless
+ * the run already has a delivery to url (so storing a final run again never
+ * sends it twice). Returns 0 (also when there is nothing to send), or -errno
+ * from building or inserting the row; the caller's job should then fail so
+ * the run's final state and its delivery commit together or not at all. A url
+ * that ah_webhook_url_ok refuses is still enqueued: its first attempt
+ * dead-letters it with the reason, visible through the API.
  */
 int ah_webhook_enqueue_run(ah_db_t *db, const ah_run_rec_t *r, const char *url, int64_t now_ms);
+
+/**
+ * ah_webhook_enqueue_run for a run that a job just made final by id (bulk
+ * paths: queue expiry, cancelling a queued run): reads the run and enqueues
+ * to its stored webhook_url. Call it in the same job, after the UPDATE.
+ * 0 (also when the run has no URL or is not final), -ENOENT, or -errno.
+ */
+int ah_webhook_enqueue_run_id(ah_db_t *db, const char *run_id, int64_t now_ms);
 
 /** True for an http:// or https:// URL with a host, at most AH_WEBHOOK_URL_MAX bytes, no spaces. */
 bool ah_webhook_url_ok(const char *url);

@@ -51,6 +51,9 @@ static const api_route_t routes[] = {
     {AH_HTTP_POST, "/v1/runs/{id}/cancel", ah_api_runs_cancel, AH_ROLE_USER},
     {AH_HTTP_POST, "/v1/runs/{id}/approvals", ah_api_runs_approve, AH_ROLE_DEVELOPER},
     {AH_HTTP_GET, "/v1/sessions/{id}", ah_api_sessions_get, AH_ROLE_VIEWER},
+    {AH_HTTP_GET, "/v1/webhooks/deliveries", ah_api_webhooks_list, AH_ROLE_ADMIN},
+    {AH_HTTP_GET, "/v1/webhooks/deliveries/{id}", ah_api_webhooks_get, AH_ROLE_ADMIN},
+    {AH_HTTP_POST, "/v1/webhooks/deliveries/{id}/retry", ah_api_webhooks_retry, AH_ROLE_ADMIN},
     {AH_HTTP_DELETE, "/v1/sessions/{id}", ah_api_sessions_delete, AH_ROLE_USER},
 };
 

@@ -29,13 +29,14 @@ typedef struct ah_app {
     ah_keyring_t *keyring;
     ah_http_server_t *server;
     ah_gateway_t *gateway;
-    ah_limits_t *limits;     /* rate limits and budgets (gateway/limits.h) */
-    ah_usage_t *usage;       /* usage recorder (gateway/usage.h) */
-    ah_registry_t *registry; /* agent specs (agents/registry.h) */
-    ah_runtime_t *runtime;   /* runs (agents/runtime.h) */
-    int64_t started_at;      /* unix seconds */
-    atomic_bool store_ok;    /* last store ping succeeded (set by the health thread) */
-    atomic_bool schema_ok;   /* migrations current */
+    ah_limits_t *limits;          /* rate limits and budgets (gateway/limits.h) */
+    ah_usage_t *usage;            /* usage recorder (gateway/usage.h) */
+    ah_registry_t *registry;      /* agent specs (agents/registry.h) */
+    ah_runtime_t *runtime;        /* runs (agents/runtime.h) */
+    struct ah_webhooks *webhooks; /* run webhooks (agents/webhooks.h) */
+    int64_t started_at;           /* unix seconds */
+    atomic_bool store_ok;         /* last store ping succeeded (set by the health thread) */
+    atomic_bool schema_ok;        /* migrations current */
     atomic_int schema_version;
 } ah_app_t;
 
@@ -76,6 +77,9 @@ void ah_api_key_limits_get(ah_http_req_t *req, ah_app_t *app, const ah_principal
 void ah_api_key_limits_put(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
 void ah_api_usage(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
 void ah_api_runs_create(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_webhooks_list(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_webhooks_get(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
+void ah_api_webhooks_retry(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
 void ah_api_sessions_get(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
 void ah_api_sessions_delete(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
 void ah_api_runs_approve(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);

@@ -12,6 +12,7 @@
 
 #include "api/api.h"
 #include "api/runs_json.h"
+#include "agents/webhooks.h"
 #include "http/sse.h"
 #include "core/clock.h"
 #include "store/audit.h"
@@ -340,6 +341,11 @@ void ah_api_runs_create(ah_http_req_t *req, ah_app_t *app, const ah_principal_t 
     if (sid && !ah_session_id_valid(json_string_value(sid))) {
         ah_api_invalid(req, 422, "session_id",
                        "session_id must be 1-128 letters, digits, '-', '_', '.' or ':'");
+        json_decref(in);
+        return;
+    }
+    if (wh && !ah_webhook_url_ok(json_string_value(wh))) {
+        ah_api_invalid(req, 422, "webhook_url", "webhook_url must be an http:// or https:// URL");
         json_decref(in);
         return;
     }

@@ -19,6 +19,7 @@
 
 #include "agents/mcp.h"
 #include "agents/sandbox.h"
+#include "agents/webhooks.h"
 #include "api/api.h"
 #include "cli/cli.h"
 #include "core/clock.h"
@@ -318,12 +319,21 @@ int ah_cli_serve(int argc, char **argv)
         ah_log(AH_LOG_ERROR, "limits", "cannot start rate limits and usage accounting", AH_LF_END);
         goto out;
     }
+    ah_webhooks_opts_t wo = {.secret = cfg.webhooks.secret,
+                             .max_attempts = cfg.webhooks.max_attempts,
+                             .timeout_s = cfg.webhooks.timeout_s};
+    app.webhooks = ah_webhooks_new(app.store, &wo);
+    if (!app.webhooks || ah_webhooks_start(app.webhooks) != 0) {
+        ah_log(AH_LOG_ERROR, "webhooks", "cannot start webhook deliveries", AH_LF_END);
+        goto out;
+    }
     /* Runs attribute their model calls to the usage recorder: after it exists. */
     ah_runtime_deps_t rd = {.cfg = &cfg,
                             .store = app.store,
                             .gateway = app.gateway,
                             .registry = app.registry,
-                            .usage = app.usage};
+                            .usage = app.usage,
+                            .webhooks = app.webhooks};
     app.runtime = ah_runtime_new(&rd);
     if (!app.runtime) {
         ah_log(AH_LOG_ERROR, "runtime", "cannot create the agent runtime", AH_LF_END);
@@ -387,6 +397,7 @@ out:
     ah_keyring_free(app.keyring);
     ah_http_server_free(app.server);
     ah_runtime_free(app.runtime);   /* workers have detached */
+    ah_webhooks_free(app.webhooks); /* pending deliveries stay in the outbox */
     ah_registry_free(app.registry); /* after the workers: handlers may hold it */
     ah_limits_free(app.limits);     /* workers have stopped and detached */
     ah_usage_free(app.usage);       /* writes the last rows: before the store closes */

@@ -116,6 +116,12 @@ static const field_t top_fields[] = {
      "tokens per minute per API key; 0 = unlimited"},
     {"limits.default_concurrency", T_INT, TOP(limits.default_concurrency), 0, 1000000, "32", 0,
      "requests in flight per API key; 0 = unlimited"},
+    {"webhooks.secret", T_STR, TOP(webhooks.secret), 0, 0, "", F_SECRET,
+     "key that signs webhook deliveries (X-Agenthub-Signature); empty = unsigned"},
+    {"webhooks.max_attempts", T_INT, TOP(webhooks.max_attempts), 1, 100, "8", 0,
+     "delivery attempts (backoff 1 s, 2 s, 4 s ... capped at 1 h) before a delivery is dead"},
+    {"webhooks.timeout_s", T_DUR, TOP(webhooks.timeout_s), 0.1, 600, "10", 0,
+     "one delivery attempt, connect to last byte"},
     {"runs.lease_s", T_DUR, TOP(runs.lease_s), 1, 3600, "30", 0,
      "a replica's claim on a run; renewed by heartbeat, taken over by another replica after it "
      "expires"},

@@ -123,6 +123,12 @@ typedef struct ah_config {
     char *agents_dir;
 
     struct {
+        char *secret;     /* signs webhook deliveries; secret */
+        int max_attempts; /* default 8 */
+        double timeout_s; /* default 10 */
+    } webhooks;
+
+    struct {
         double lease_s;          /* claim on a run, renewed by heartbeat; default 30 */
         int max_concurrent;      /* runs executing at once per replica; default 1000 */
         double queue_ttl_s;      /* queued runs expire after this; default 3600 */

@@ -146,6 +146,19 @@ int ah_store_webhook_enqueue(ah_db_t *db, const char *run_id, const char *url, c
     return ah_store_webhook_enqueue_id(db, id, run_id, url, event, payload_json, now);
 }
 
+int ah_store_webhook_exists(ah_db_t *db, const char *run_id, const char *url)
+{
+    if (!run_id || !url)
+        return -EINVAL;
+    ah_db_val_t a[2] = {ah_db_text(run_id), ah_db_text(url)};
+    int64_t n = 0;
+    int rc = ah_db_query_int(
+        db, "SELECT COUNT(*) FROM webhooks_outbox WHERE run_id = ? AND url = ?", a, 2, &n);
+    if (rc < 0)
+        return rc;
+    return n > 0;
+}
+
 /* ---- claim ---- */
 
 typedef struct {

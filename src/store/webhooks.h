@@ -100,6 +100,13 @@ int ah_store_webhook_enqueue_id(ah_db_t *db, const char *id, const char *run_id,
                                 const char *event, const char *payload_json, int64_t now);
 
 /**
+ * Whether a delivery of run_id to url exists (any status): 1, 0, or -errno.
+ * Keeps a run that is stored final twice (a resumed run, a retried job) from
+ * being delivered twice.
+ */
+int ah_store_webhook_exists(ah_db_t *db, const char *run_id, const char *url);
+
+/**
  * Claims up to limit (1..1000) pending deliveries due at now (oldest due
  * first) by moving their next_attempt_at to now + lease_ms, and calls cb with
  * each claimed row (payload included; the record is the callee's: copy what

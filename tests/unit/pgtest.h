@@ -1,7 +1,7 @@
 /*
  * pgtest.h - a throwaway PostgreSQL server for unit tests: initdb into a new
  * temporary directory, pg_ctl start on a free 127.0.0.1 port (fsync off,
- * trust auth, C collation like SQLite's), a fresh database per test, and
+ * trust auth, C collation like SQLite's), a fresh schema per test, and
  * stop + delete at the end.
  *
  * PostgreSQL refuses to run as root: under root the server and its tools run
@@ -10,7 +10,8 @@
  * before exec. Binaries come from AH_TEST_PG_BIN, else the newest
  * /usr/lib/postgresql/N/bin, else PATH. When there is no initdb,
  * ah_pgtest_start prints "SKIP: PostgreSQL 15 not installed (apt-get install
- * postgresql)" and returns AH_PGTEST_SKIP.
+ * postgresql)" and returns AH_PGTEST_SKIP. Tests get a fresh schema each
+ * (ah_pgtest_new_db) in one database, "agenthub".
  *
  * A watcher process holds the other end of a pipe: when the test process
  * exits, however it exits (assertion, crash, kill -9), the pipe closes and
@@ -264,6 +265,9 @@ static inline void ah_pgtest_watch(const ah_pgtest_t *pg, int fd)
 
 /* ---- public ------------------------------------------------------------ */
 
+static inline void ah_pgtest_stop(ah_pgtest_t *pg);
+static inline int ah_pgtest_sql(const ah_pgtest_t *pg, const char *db, const char *sql);
+
 /**
  * Creates, starts and watches a server (see the file comment). 0,
  * AH_PGTEST_SKIP (not installed: a SKIP line was printed), or -1 (printed why;
@@ -341,6 +345,10 @@ static inline int ah_pgtest_start(ah_pgtest_t *pg)
         return -1;
     }
     pg->watch_fd = fds[1];
+    if (ah_pgtest_sql(pg, "postgres", "CREATE DATABASE agenthub") != 0) {
+        ah_pgtest_stop(pg);
+        return -1;
+    }
     return 0;
 }
 
@@ -367,17 +375,21 @@ static inline int ah_pgtest_sql(const ah_pgtest_t *pg, const char *db, const cha
 }
 
 /**
- * Creates a new empty database and writes its URL
- * (postgres://agenthub@127.0.0.1:PORT/tN) to url. 0 or -1.
+ * Makes a new, empty namespace for one test and writes its URL to url: schema
+ * tN of database "agenthub", selected by the URL
+ * (postgres://agenthub@127.0.0.1:PORT/agenthub?options=-csearch_path%3DtN),
+ * much faster than a database per test. 0 or -1.
  */
 static inline int ah_pgtest_new_db(ah_pgtest_t *pg, char *url, size_t n)
 {
-    char name[32], sql[64];
-    snprintf(name, sizeof(name), "t%d", ++pg->ndb);
-    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", name);
-    if (ah_pgtest_sql(pg, "postgres", sql) != 0)
+    char sql[64];
+    int id = ++pg->ndb;
+    snprintf(sql, sizeof(sql), "CREATE SCHEMA t%d", id);
+    if (ah_pgtest_sql(pg, "agenthub", sql) != 0)
         return -1;
-    int w = snprintf(url, n, "postgres://agenthub@127.0.0.1:%d/%s", pg->port, name);
+    int w =
+        snprintf(url, n, "postgres://agenthub@127.0.0.1:%d/agenthub?options=-csearch_path%%3Dt%d",
+                 pg->port, id);
     return w > 0 && (size_t)w < n ? 0 : -1;
 }
 

@@ -587,6 +587,17 @@ static int final_work(ah_db_t *db, void *arg)
     return rc == 0 && j->fail_after ? j->fail_after : rc;
 }
 
+static int final_again_work(ah_db_t *db, void *arg)
+{
+    final_job_t *j = arg;
+    return ah_webhook_enqueue_run(db, &j->run, j->url, 7100);
+}
+
+static int enqueue_by_id_work(ah_db_t *db, void *arg)
+{
+    return ah_webhook_enqueue_run_id(db, arg, 7200);
+}
+
 static void test_enqueue_run_atomic(void **state)
 {
     final_job_t j = {make_run("run_ok", "failed"), "https://example.com/h", 0};
@@ -609,6 +620,27 @@ static void test_enqueue_run_atomic(void **state)
     o.run_id = "run_rb";
     assert_int_equal(call(state, list_work, &o, R), 0);
     assert_int_equal(o.n, 0);
+    /* Stored final again (a resumed run): still one delivery. */
+    final_job_t again = {make_run("run_ok", "failed"), "https://example.com/h", 0};
+    assert_int_equal(ah_store_call(store_of(state), W, final_again_work, &again), 0);
+    o.run_id = "run_ok";
+    assert_int_equal(call(state, list_work, &o, R), 0);
+    assert_int_equal(o.n, 1);
+    /* By id, for bulk paths (queue expiry): the run's stored webhook_url. */
+    final_job_t exp = {make_run("run_exp", "expired"), NULL, 0};
+    exp.run.webhook_url = (char *)"https://example.com/exp";
+    assert_int_equal(ah_store_call(store_of(state), W, final_work, &exp), 0); /* url NULL: none */
+    assert_int_equal(ah_store_call(store_of(state), W, enqueue_by_id_work, (void *)"run_exp"), 0);
+    assert_int_equal(ah_store_call(store_of(state), W, enqueue_by_id_work, (void *)"run_exp"), 0);
+    assert_int_equal(ah_store_call(store_of(state), W, enqueue_by_id_work, (void *)"run_none"),
+                     -ENOENT);
+    o.run_id = "run_exp";
+    assert_int_equal(call(state, list_work, &o, R), 0);
+    assert_int_equal(o.n, 1);
+    get_row(state, o.ids[0], &o);
+    assert_string_equal(o.rec.event, "run.failed");
+    assert_string_equal(o.rec.url, "https://example.com/exp");
+    ah_webhook_rec_free(&o.rec);
     /* nothing to send: not final, or no URL */
     final_job_t q = {make_run("run_q", "running"), "https://example.com/h", 0};
     assert_int_equal(ah_store_call(store_of(state), W, final_work, &q), 0);
@@ -616,7 +648,7 @@ static void test_enqueue_run_atomic(void **state)
     assert_int_equal(ah_store_call(store_of(state), W, final_work, &u), 0);
     o.run_id = NULL;
     assert_int_equal(call(state, list_work, &o, R), 0);
-    assert_int_equal(o.n, 1);
+    assert_int_equal(o.n, 2);
 }
 
 /* ---- a real target: our HTTP server ---- */
