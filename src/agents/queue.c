@@ -26,8 +26,8 @@ typedef struct queue_worker {
     ah_runtime_t *rt;
     ah_loop_t *loop;
     struct event *timer;
-    bool claiming, beating;
-    int64_t next_beat_ms;
+    bool claiming, beating, purging;
+    int64_t next_beat_ms, next_purge_ms;
 } queue_worker_t;
 
 static _Thread_local queue_worker_t *tl_queue;
@@ -220,6 +220,99 @@ static void beat_done(int rc, void *arg)
     free(j);
 }
 
+/* ---- retention: small batches, so a big backlog never holds the writer long ---- */
+
+#define PURGE_RUNS        200
+#define PURGE_USAGE       1000
+#define PURGE_INTERVAL_MS 60000
+
+typedef struct purge_job {
+    int64_t runs_before, usage_before; /* 0 = keep */
+    int64_t runs_deleted, usage_deleted;
+    queue_worker_t *qw;
+} purge_job_t;
+
+static int oldest_usage_cb(void *ud, const ah_db_val_t *cols, int ncols)
+{
+    if (ncols > 0)
+        *(int64_t *)ud = ah_db_val_int(&cols[0]);
+    return 0;
+}
+
+static int purge_work(ah_db_t *db, void *arg)
+{
+    purge_job_t *j = arg;
+    int rc = 0;
+    if (j->runs_before > 0) {
+        char ids[PURGE_RUNS][48];
+        id_list_t l = {ids, 0, PURGE_RUNS};
+        ah_db_val_t b[2] = {ah_db_int(j->runs_before), ah_db_int(PURGE_RUNS)};
+        rc = ah_db_query(db,
+                         "SELECT id FROM runs WHERE finished_at < ? AND status IN ('completed', "
+                         "'failed', 'cancelled', 'expired') ORDER BY finished_at LIMIT ?",
+                         b, 2, collect_id, &l);
+        for (size_t i = 0; rc == 0 && i < l.n; i++) {
+            ah_db_val_t id = ah_db_text(ids[i]);
+            rc = ah_db_query(db, "DELETE FROM run_events WHERE run_id = ?", &id, 1, NULL, NULL);
+            if (rc == 0)
+                rc = ah_db_query(db, "DELETE FROM runs WHERE id = ?", &id, 1, NULL, NULL);
+            j->runs_deleted += rc == 0;
+        }
+    }
+    if (rc == 0 && j->usage_before > 0) {
+        /* usage has no key: bound the batch by the timestamp of its PURGE_USAGE-th oldest row. */
+        int64_t bound = j->usage_before, nth = 0;
+        ah_db_val_t b[2] = {ah_db_int(j->usage_before), ah_db_int(PURGE_USAGE - 1)};
+        rc = ah_db_query(db, "SELECT ts FROM usage WHERE ts < ? ORDER BY ts LIMIT 1 OFFSET ?", b, 2,
+                         oldest_usage_cb, &nth);
+        if (rc == 0 && nth > 0 && nth < bound)
+            bound = nth;
+        ah_db_val_t d = ah_db_int(bound);
+        if (rc == 0)
+            rc = ah_db_query(db, "DELETE FROM usage WHERE ts < ?", &d, 1, NULL, NULL);
+        if (rc == 0)
+            j->usage_deleted = ah_db_changes(db);
+    }
+    return rc;
+}
+
+static void purge_done(int rc, void *arg)
+{
+    purge_job_t *j = arg;
+    j->qw->purging = false;
+    if (rc)
+        ah_log(AH_LOG_WARN, "retention", "purge failed", AH_LF_INT("rc", rc), AH_LF_END);
+    else if (j->runs_deleted || j->usage_deleted)
+        ah_log(AH_LOG_INFO, "retention", "old data deleted", AH_LF_INT("runs", j->runs_deleted),
+               AH_LF_INT("usage_rows", j->usage_deleted), AH_LF_END);
+    /* A full batch means more is waiting: the next tick goes on. */
+    if (j->runs_deleted == PURGE_RUNS || j->usage_deleted >= PURGE_USAGE)
+        j->qw->next_purge_ms = 0;
+    free(j);
+}
+
+static void maybe_purge(queue_worker_t *qw, const ah_config_t *cfg, int64_t now)
+{
+    if (qw->purging || now < qw->next_purge_ms)
+        return;
+    qw->next_purge_ms = now + PURGE_INTERVAL_MS;
+    if (cfg->retention.runs_days <= 0 && cfg->retention.usage_days <= 0)
+        return;
+    purge_job_t *j = calloc(1, sizeof(*j));
+    if (!j)
+        return;
+    j->qw = qw;
+    if (cfg->retention.runs_days > 0)
+        j->runs_before = now - (int64_t)(cfg->retention.runs_days * 86400000.0);
+    if (cfg->retention.usage_days > 0)
+        j->usage_before = now - (int64_t)(cfg->retention.usage_days * 86400000.0);
+    if (ah_store_submit(ah_runtime_store(qw->rt), AH_STORE_WRITE, purge_work, purge_done, qw->loop,
+                        j) != 0)
+        free(j);
+    else
+        qw->purging = true;
+}
+
 /* ---- the timer ---- */
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -249,6 +342,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
             }
         }
     }
+    maybe_purge(qw, cfg, now);
     if (!qw->claiming) {
         claim_job_t *j = calloc(1, sizeof(*j));
         if (j) {
@@ -287,6 +381,8 @@ int ah_queue_attach(ah_runtime_t *rt, ah_loop_t *loop)
         return -ENOMEM;
     qw->rt = rt;
     qw->loop = loop;
+    /* Spread the replicas' and workers' purges over the minute. */
+    qw->next_purge_ms = ah_wall_ms() + 5000 + (int64_t)((uintptr_t)qw % 30000);
     qw->timer = evtimer_new(ah_loop_base(loop), on_tick, qw);
     if (!qw->timer) {
         free(qw);

@@ -123,6 +123,11 @@ typedef struct ah_config {
     char *agents_dir;
 
     struct {
+        double runs_days;  /* finished runs + events kept this long; 0 = forever; default 30 */
+        double usage_days; /* usage rows kept this long; 0 = forever; default 400 */
+    } retention;
+
+    struct {
         char *secret;     /* signs webhook deliveries; secret */
         int max_attempts; /* default 8 */
         double timeout_s; /* default 10 */
