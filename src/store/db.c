@@ -127,12 +127,8 @@ int ah_db_open(const char *url, const ah_db_opts_t *opts, ah_db_t **out, ah_buf_
     }
     if (has_prefix(url, "sqlite://"))
         return ah_db_sqlite_backend.open(url, opts, out, err);
-    if (has_prefix(url, "postgres://") || has_prefix(url, "postgresql://")) {
-        if (err)
-            ah_buf_puts(err, "storage.url: the PostgreSQL backend is not available in this "
-                             "agenthub yet (use sqlite://PATH)");
-        return -ENOTSUP;
-    }
+    if (has_prefix(url, "postgres://") || has_prefix(url, "postgresql://"))
+        return ah_db_postgres_backend.open(url, opts, out, err);
     if (err) {
         /* Only the scheme is echoed: the rest of a URL may carry a password. */
         const char *colon = strstr(url, "://");

@@ -161,12 +161,13 @@ struct ah_db {
 };
 
 extern const ah_db_backend_t ah_db_sqlite_backend;
+extern const ah_db_backend_t ah_db_postgres_backend;
 
 /**
  * Opens a connection to url: sqlite://PATH (sqlite://./data/agenthub.db is
  * relative to the working directory, sqlite:///var/lib/agenthub/db absolute,
  * sqlite://:memory: a private in-memory database). postgres:// and
- * postgresql:// return -ENOTSUP for now. opts may be NULL (defaults).
+ * postgresql:// open the PostgreSQL backend (postgres.c). opts may be NULL (defaults).
  * On success *out is owned by the caller (ah_db_close). On failure returns
  * -errno and appends one user-facing line to err (when err is not NULL).
  */

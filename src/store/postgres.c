@@ -12,8 +12,8 @@
  * - `?` placeholders are rewritten to $1..$n (not inside quoted strings,
  *   quoted identifiers, dollar quotes or comments). Parameter types are left
  *   for the server to infer from the statement, as SQLite would take any
- *   value; where it cannot (SELECT ?), the statement is prepared again with
- *   types taken from the arguments.
+ *   value; where it cannot (SELECT ?, ? + ?), the statement is prepared again
+ *   with types taken from the arguments.
  * - Statements are prepared once (PQprepare, names "ahs<N>") and cached per
  *   connection by SQL text, least recently used evicted (DEALLOCATE), like
  *   sqlite.c. Inside a transaction a first PREPARE runs under a savepoint so
@@ -50,7 +50,8 @@ extern const ah_db_backend_t ah_db_postgres_backend;
 #define STMT_CACHE_DEFAULT 128
 #define STMT_CACHE_MAX     4096
 #define STACK_COLS         16
-#define MAX_PARAMS         65535 /* the protocol's Int16 parameter count */
+#define MAX_PARAMS         65535             /* the protocol's Int16 parameter count */
+#define MAX_FIELD          ((size_t)1 << 30) /* largest text or bytea value */
 #define BUSY_DEFAULT_MS    5000
 #define PREPARE_SAVEPOINT  "ah_pg_prepare"
 
@@ -89,6 +90,7 @@ typedef struct pg_db {
      * lost, and a lost transaction must fail until it is rolled back.
      */
     bool txn;
+    bool configured; /* session_setup ran on this session */
     stmt_ent_t *cache;
     int cache_cap;
     int cache_n;
@@ -277,13 +279,16 @@ static int session_setup(pg_db_t *d)
              "SET lock_timeout = %d; SET standard_conforming_strings = on; "
              "SET default_transaction_read_only = %s",
              d->lock_timeout_ms, d->readonly ? "on" : "off");
-    return simple_raw(d, sql);
+    int rc = simple_raw(d, sql);
+    d->configured = rc == 0;
+    return rc;
 }
 
 static int reconnect(pg_db_t *d)
 {
     cache_forget(d); /* the server dropped our prepared statements with the session */
     d->txn = false;
+    d->configured = false;
     PQreset(d->conn);
     if (!conn_ok(d)) {
         snprintf(d->err, sizeof(d->err), "cannot reconnect to PostgreSQL: %s",
@@ -326,7 +331,7 @@ static bool idle_conn_alive(pg_db_t *d)
 static int ensure_conn(pg_db_t *d)
 {
     if (conn_ok(d) && (PQtransactionStatus(d->conn) != PQTRANS_IDLE || idle_conn_alive(d)))
-        return 0;
+        return d->configured ? 0 : session_setup(d); /* a read-only reader must never write */
     if (d->txn)
         return fail_msg(d, -EIO,
                         "connection to PostgreSQL lost inside a transaction (the server rolled "
@@ -473,6 +478,8 @@ static int rewrite(pg_db_t *d, const char *sql, size_t len, int *nparams)
             i = j;
             content = true;
         } else if (c == '?') {
+            if (i + 1 < len && sql[i + 1] >= '0' && sql[i + 1] <= '9')
+                return fail_msg(d, -EINVAL, "numbered placeholders (?1) are not portable: use ?");
             if (n == MAX_PARAMS)
                 return fail_msg(d, -EINVAL, "more than 65535 placeholders");
             o += (size_t)snprintf(out + o, 7, "$%d", ++n);
@@ -527,6 +534,8 @@ static int bind_args(pg_db_t *d, const ah_db_val_t *args, int nargs)
     size_t need = 0;
     for (int i = 0; i < nargs; i++) {
         const ah_db_val_t *v = &args[i];
+        if ((v->type == AH_DB_TEXT || v->type == AH_DB_BLOB) && v->n > MAX_FIELD)
+            return fail_msg(d, -E2BIG, "a value is larger than PostgreSQL's 1 GB field limit");
         if (v->type == AH_DB_INT || v->type == AH_DB_DBL) {
             need += 32;
         } else if (v->type == AH_DB_TEXT) {
@@ -598,8 +607,8 @@ static Oid oid_of(const ah_db_val_t *v)
 }
 
 /*
- * Prepares d->sql as `name` ("" = the unnamed statement). Parameter types
- * are inferred by the server; where it cannot infer one (SQLSTATE 42P18) the
+ * Prepares d->sql as `name`. Parameter types
+ * are inferred by the server; where it cannot (SQLSTATE 42P18, 42725) the
  * statement is prepared again with the arguments' types. Inside a transaction
  * this runs under a savepoint, so a failed PREPARE does not abort the
  * transaction.
@@ -611,7 +620,9 @@ static int prepare(pg_db_t *d, const char *name, const ah_db_val_t *args, int na
     if (guard && (rc = simple_raw(d, "SAVEPOINT " PREPARE_SAVEPOINT)) < 0)
         return rc;
     PGresult *res = PQprepare(d->conn, name, d->sql, nargs, NULL);
-    if (res && PQresultStatus(res) != PGRES_COMMAND_OK && is_sqlstate(res, "42P18")) {
+    /* 42P18 indeterminate_datatype (SELECT ?), 42725 ambiguous_function (? + ?) */
+    if (res && PQresultStatus(res) != PGRES_COMMAND_OK &&
+        (is_sqlstate(res, "42P18") || is_sqlstate(res, "42725"))) {
         PQclear(res);
         res = NULL;
         Oid *types = malloc((size_t)nargs * sizeof(*types));
@@ -1040,10 +1051,14 @@ static void open_error(ah_buf_t *err, const char *url, const char *what, const c
     char msg[512];
     snprintf(msg, sizeof(msg), "%s", detail ? detail : "");
     chomp(msg);
-    for (char *p = msg; *p; p++) {
-        if (*p == '\n')
-            *p = ' ';
+    /* One line: libpq's messages carry newlines and tabs (hints, one line per host tried). */
+    char *w = msg;
+    for (const char *r = msg; *r; r++) {
+        bool space = *r == '\n' || *r == '\t' || *r == ' ';
+        if (!space || (w > msg && w[-1] != ' '))
+            *w++ = space ? ' ' : *r;
     }
+    *w = '\0';
     size_t plen = 0;
     const char *pw = url_password(url, &plen);
     scrub(msg, sizeof(msg), pw, plen);
@@ -1079,11 +1094,14 @@ static int pg_open(const char *url, const ah_db_opts_t *opts, ah_db_t **out, ah_
     }
     /*
      * Keywords before dbname are defaults the URL may override; the one after
-     * it is forced (this program speaks UTF-8 only).
+     * it is forced (this program speaks UTF-8 only). Keepalives notice a
+     * server that vanished without closing (host down, network cut) in about
+     * a minute instead of the kernel's two hours.
      */
-    const char *const keys[] = {"connect_timeout", "application_name", "dbname", "client_encoding",
-                                NULL};
-    const char *const vals[] = {"10", "agenthub", url, "UTF8", NULL};
+    const char *const keys[] = {
+        "connect_timeout",  "application_name", "keepalives_idle", "keepalives_interval",
+        "keepalives_count", "dbname",           "client_encoding", NULL};
+    const char *const vals[] = {"10", "agenthub", "30", "10", "3", url, "UTF8", NULL};
     d->conn = PQconnectdbParams(keys, vals, 1);
     if (!d->conn) {
         pg_close(&d->base);

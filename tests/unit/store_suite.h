@@ -196,8 +196,13 @@ static void suite_test_db_types(void **state)
     assert_string_equal(c.text[1], "it's ?");
     assert_string_equal(c.text[2], "x");
 
-    /* Aggregates and comparisons read as numbers on both (PostgreSQL: numeric, boolean). */
+    /* Two untyped parameters in one expression. */
+    ah_db_val_t sum[2] = {ah_db_int(40), ah_db_int(2)};
     int64_t v = 0;
+    assert_int_equal(ah_db_query_int(db, "SELECT ? + ?", sum, 2, &v), 0);
+    assert_int_equal(v, 42);
+
+    /* Aggregates and comparisons read as numbers on both (PostgreSQL: numeric, boolean). */
     assert_int_equal(ah_db_query_int(db, "SELECT SUM(i) - SUM(i) + 41 FROM t", NULL, 0, &v), 0);
     assert_int_equal(v, 41);
     assert_int_equal(ah_db_query_int(db, "SELECT COUNT(*) FROM t WHERE d > ?", &args[1], 1, &v), 0);

@@ -323,9 +323,9 @@ static void test_open_urls(void **state)
     ah_db_t *db = NULL;
     ah_buf_t err = AH_BUF_INIT;
 
-    assert_int_equal(ah_db_open("postgres://u:secret@h/db", NULL, &db, &err), -ENOTSUP);
+    assert_int_equal(ah_db_open("postgres://u:secret@127.0.0.1:1/db", NULL, &db, &err), -EIO);
     assert_null(db);
-    assert_non_null(strstr(err.data, "PostgreSQL"));
+    assert_non_null(err.data);
     assert_null(strstr(err.data, "secret"));
     ah_buf_reset(&err);
 

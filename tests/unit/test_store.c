@@ -253,12 +253,13 @@ static void test_newer_schema_refused(void **state)
 
 static void test_open_errors(void **state)
 {
-    ah_config_t cfg = make_cfg("postgres://agenthub@db/agenthub", 0);
+    /* A PostgreSQL server that is not there: a clear error, no store. */
+    ah_config_t cfg = make_cfg("postgres://agenthub@127.0.0.1:1/agenthub", 0);
     ah_store_t *s = NULL;
     ah_buf_t err = AH_BUF_INIT;
-    assert_int_equal(ah_store_open(&cfg, AH_STORE_MIGRATE, &s, &err), -ENOTSUP);
+    assert_int_equal(ah_store_open(&cfg, AH_STORE_MIGRATE, &s, &err), -EIO);
     assert_null(s);
-    assert_non_null(strstr(err.data, "PostgreSQL"));
+    assert_non_null(err.data);
     ah_buf_free(&err);
 
     char bad[400];
