@@ -8,6 +8,7 @@
 #include "agents/queue.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <event2/event.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -367,15 +368,20 @@ static void arm(queue_worker_t *qw, double secs)
     evtimer_add(qw->timer, &tv);
 }
 
+/* Every worker attaches, at once: register the metrics exactly once. */
+static void register_metrics(void)
+{
+    m_wait = ah_metrics_histogram("agenthub_queue_wait_seconds",
+                                  "Time queued runs waited before a replica started them.", 0, NULL,
+                                  ah_metrics_latency_buckets, AH_METRICS_LATENCY_NBUCKETS);
+    ah_metrics_gauge_fn("agenthub_queue_depth", "Runs waiting in the queue (store-wide).",
+                        depth_value, NULL);
+}
+
 int ah_queue_attach(ah_runtime_t *rt, ah_loop_t *loop)
 {
-    if (!m_wait) {
-        m_wait = ah_metrics_histogram(
-            "agenthub_queue_wait_seconds", "Time queued runs waited before a replica started them.",
-            0, NULL, ah_metrics_latency_buckets, AH_METRICS_LATENCY_NBUCKETS);
-        ah_metrics_gauge_fn("agenthub_queue_depth", "Runs waiting in the queue (store-wide).",
-                            depth_value, NULL);
-    }
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, register_metrics);
     queue_worker_t *qw = calloc(1, sizeof(*qw));
     if (!qw)
         return -ENOMEM;
