@@ -268,6 +268,13 @@ typedef struct persist_job {
     ah_run_t *run;
 } persist_job_t;
 
+static int owner_cb(void *ud, const ah_db_val_t *cols, int ncols)
+{
+    if (ncols > 0)
+        ah_db_val_copy(&cols[0], ud, 48);
+    return 0;
+}
+
 static int persist_work(ah_db_t *db, void *arg)
 {
     persist_job_t *j = arg;
@@ -297,6 +304,16 @@ static int persist_work(ah_db_t *db, void *arg)
         if (rc == 0 && j->request_hash[0])
             rc = ah_store_run_set_request_hash(db, j->rec.id, j->request_hash);
     } else {
+        /* Only the lease owner writes the run: a replica that stalled past its lease and
+         * lost the run to another must not overwrite it. */
+        if (j->rec.lease_owner && *j->rec.lease_owner) {
+            char owner[48] = "";
+            ah_db_val_t id = ah_db_text(j->rec.id);
+            rc = ah_db_query(db, "SELECT lease_owner FROM runs WHERE id = ?", &id, 1, owner_cb,
+                             owner);
+            if (rc == 0 && strcmp(owner, j->rec.lease_owner) != 0)
+                return -ESTALE;
+        }
         rc = ah_store_run_update(db, &j->rec);
         if (rc == 0 && j->final && j->rec.webhook_url && *j->rec.webhook_url)
             rc = ah_webhook_enqueue_run(db, &j->rec, j->rec.webhook_url, now);
@@ -351,6 +368,32 @@ static void persist_done(int rc, void *arg)
         if (r->observing && r->obs.refused) {
             r->observing = false;
             r->obs.refused(r->ud, 409, code, msg, NULL);
+        }
+        release(r);
+        return;
+    }
+    if (rc == -ESTALE) {
+        /* Another replica took the run over (our lease lapsed): stop here, write nothing. */
+        ah_log(AH_LOG_WARN, "runtime", "run taken over by another replica: stopped here",
+               AH_LF_STR("agent", r->rec.agent), AH_LF_END);
+        if (r->gw) {
+            ah_gateway_cancel(r->gw);
+            r->gw = NULL;
+        }
+        for (size_t i = 0; i < r->n_calls; i++) {
+            ah_tool_cancel(r->calls[i].exec);
+            r->calls[i].exec = NULL;
+        }
+        if (r->timer)
+            event_del(r->timer);
+        r->finished = true;
+        r->final_stored = true;
+        if (r->observing && r->obs.refused) {
+            r->observing = false;
+            r->obs.refused(r->ud, 409, "run_taken_over",
+                           "this replica lost the run's lease and another replica continues it: "
+                           "GET /v1/runs/{id} for its result",
+                           NULL);
         }
         release(r);
         return;
@@ -898,6 +941,8 @@ static void reject_call(tool_call_t *tc, const char *by, const char *reason)
     tool_done(tc, true, m, strlen(m));
 }
 
+static void start_tools(ah_run_t *r);
+
 static void run_tools(ah_run_t *r)
 {
     for (size_t i = 0; i < r->n_calls; i++) {
@@ -962,7 +1007,18 @@ static void run_tools(ah_run_t *r)
              json_pack("{s:s, s:s, s:o}", "tool_call_id", tc->id, "name", tc->name, "arguments",
                        args ? args : json_string(tc->args)));
     }
-    flush_events(r); /* a live follower sees the calls while they run */
+    /*
+     * A step boundary: the model's answer with its tool calls is stored before
+     * any call starts, so a replica resuming after a crash runs these same calls
+     * (same ids, same Idempotency-Keys) instead of asking the model again.
+     */
+    persist(r, false, start_tools);
+}
+
+static void start_tools(ah_run_t *r)
+{
+    if (r->finished)
+        return;
     size_t n = r->n_calls;
     for (size_t i = 0; i < n && !r->finished; i++) {
         tool_call_t *tc = &r->calls[i];
