@@ -26,6 +26,7 @@
 #include <yaml.h>
 
 #include "core/crypto.h"
+#include "core/suggest.h"
 #include "core/yaml.h"
 
 #define PATH_LEN           320
@@ -45,7 +46,6 @@
 #define PREFIX_MAX         32
 #define MAX_ALLOW          256
 #define CANONICAL_MAX      (4 * 1024 * 1024) /* aliases can expand a 1 MiB document */
-#define SUGGEST_MAX_CAND   1024
 #define DEFAULT_PARAMETERS "{\"properties\":{},\"type\":\"object\"}"
 #define SANDBOX_NONE       "none"
 
@@ -146,54 +146,6 @@ static void errors_sort_from(ah_agent_errors_t *errs, size_t from)
         }
         errs->v[j] = e;
     }
-}
-
-/* ------------------------------------------------------------ suggestions */
-
-/* Optimal-string-alignment distance (edits + adjacent swaps), case-insensitive. */
-static size_t edit_distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 64 || lb > 64)
-        return SIZE_MAX;
-    size_t d[65][65];
-    for (size_t i = 0; i <= la; i++)
-        d[i][0] = i;
-    for (size_t j = 0; j <= lb; j++)
-        d[0][j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        for (size_t j = 1; j <= lb; j++) {
-            int ca = tolower((unsigned char)a[i - 1]), cb = tolower((unsigned char)b[j - 1]);
-            size_t v = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < v)
-                v = d[i][j - 1] + 1;
-            if (d[i - 1][j - 1] + (ca != cb) < v)
-                v = d[i - 1][j - 1] + (ca != cb);
-            if (i > 1 && j > 1 && ca == tolower((unsigned char)b[j - 2]) &&
-                tolower((unsigned char)a[i - 2]) == cb && d[i - 2][j - 2] + 1 < v)
-                v = d[i - 2][j - 2] + 1;
-            d[i][j] = v;
-        }
-    }
-    return d[la][lb];
-}
-
-const char *ah_agent_suggest(const char *word, const char *const *cands, size_t n)
-{
-    size_t len = word ? strlen(word) : 0;
-    if (len == 0 || n > SUGGEST_MAX_CAND)
-        return NULL;
-    size_t limit = len <= 3 ? 1 : (len <= 8 ? 2 : 3);
-    const char *best = NULL;
-    size_t best_d = SIZE_MAX;
-    for (size_t i = 0; i < n; i++) {
-        size_t d = edit_distance(word, cands[i]);
-        if (d <= limit && d < best_d) {
-            best = cands[i];
-            best_d = d;
-        }
-    }
-    return best;
 }
 
 static void join_list(char *out, size_t outsz, const char *const *list, size_t n)
@@ -459,9 +411,8 @@ static void check_keys(vx_t *x, const ah_yaml_node_t *map, const char *path,
             continue;
         char p[PATH_LEN], list[512];
         path_key(p, path, pr->key);
-        const char *best = strlen(pr->key) == pr->key_len
-                               ? ah_agent_suggest(pr->key, known, list_len(known))
-                               : NULL;
+        const char *best =
+            strlen(pr->key) == pr->key_len ? ah_suggest(pr->key, known, list_len(known)) : NULL;
         if (best) {
             verr(x, pr->key_line, p, "unknown field (did you mean \"%s\"?)", best);
         } else {
@@ -1484,7 +1435,7 @@ static void walk_approval(vx_t *x, const ah_yaml_node_t *n, ah_agent_spec_t *s, 
                 verr(x, lines[i], p, "%s is listed twice", shown(g, name));
         if (tool_name_known(s, name, open_mcp, open_prefixes, n_open))
             continue;
-        const char *best = ah_agent_suggest(name, cands, nc);
+        const char *best = ah_suggest(name, cands, nc);
         if (best)
             verr(x, lines[i], p, "unknown tool %s (did you mean \"%s\"?)", shown(g, name), best);
         else
@@ -1863,7 +1814,7 @@ static ah_agent_spec_t *walk_doc(vx_t *x, const ah_yaml_node_t *doc)
              "required field is missing (kind: " AH_AGENT_KIND ")");
     else if (get_str(x, kd, "kind", 256, &text) > 0 && strcmp(text, AH_AGENT_KIND) != 0) {
         static const char *const kinds[] = {AH_AGENT_KIND, NULL};
-        const char *best = ah_agent_suggest(text, kinds, 1);
+        const char *best = ah_suggest(text, kinds, 1);
         verr(x, kd->line, "kind", "unknown kind %s (%s%s%sknown: " AH_AGENT_KIND ")",
              shown(g, text), best ? "did you mean \"" : "", best ? best : "", best ? "\"? " : "");
     }
@@ -2097,15 +2048,15 @@ int ah_agent_spec_check_context(const ah_agent_spec_t *s, const ah_agent_context
     int bad = 0;
     char g[80];
     if (ctx->cfg && !ah_config_model_find(ctx->cfg, s->model)) {
-        const char *cands[SUGGEST_MAX_CAND] = {0};
+        const char *cands[AH_SUGGEST_MAX_CAND] = {0};
         size_t nc = 0;
-        for (size_t i = 0; i < ctx->cfg->n_models && nc < SUGGEST_MAX_CAND; i++) {
+        for (size_t i = 0; i < ctx->cfg->n_models && nc < AH_SUGGEST_MAX_CAND; i++) {
             const ah_config_model_t *m = &ctx->cfg->models[i];
             cands[nc++] = m->name;
-            for (size_t a = 0; a < m->n_aliases && nc < SUGGEST_MAX_CAND; a++)
+            for (size_t a = 0; a < m->n_aliases && nc < AH_SUGGEST_MAX_CAND; a++)
                 cands[nc++] = m->aliases[a];
         }
-        const char *best = ah_agent_suggest(s->model, cands, nc);
+        const char *best = ah_suggest(s->model, cands, nc);
         char list[512];
         const char *names[32] = {0};
         size_t nn = 0;

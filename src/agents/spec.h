@@ -283,10 +283,4 @@ void ah_agent_errors_free(ah_agent_errors_t *errs);
  */
 int ah_agent_json_to_yaml(const char *json, size_t len, ah_buf_t *out);
 
-/**
- * The closest of cands[0..n) to word (case-insensitive edit distance scaled
- * to the word's length), or NULL: for "did you mean" hints.
- */
-const char *ah_agent_suggest(const char *word, const char *const *cands, size_t n);
-
 #endif

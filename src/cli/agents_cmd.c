@@ -15,13 +15,13 @@
 #include "agents/registry.h"
 #include "agents/spec.h"
 #include "cli/cli.h"
+#include "cli/common.h"
 #include "core/clock.h"
 #include "store/agents.h"
 #include "store/audit.h"
 #include "store/store.h"
 
-#define CLI_ACTOR  "cli"
-#define TIME_BUFSZ 64
+#define CLI_ACTOR "cli"
 
 static const char usage_main[] =
     "usage: agenthub agents <command> [options]\n"
@@ -98,51 +98,6 @@ static const char usage_archive[] =
     "  -c, --config FILE    configuration file (default ./agenthub.yaml)\n"
     "  -h, --help           show this help\n";
 
-/* "--name VALUE" / "--name=VALUE" (and alias): 1 matched, 0 not this option, -1 value missing. */
-static int opt_value(int argc, char **argv, int *i, const char *name, const char *alias,
-                     const char **val)
-{
-    const char *a = argv[*i];
-    size_t n = strlen(name);
-    if (strncmp(a, name, n) == 0 && a[n] == '=') {
-        *val = a + n + 1;
-        return 1;
-    }
-    if (strcmp(a, name) != 0 && !(alias && strcmp(a, alias) == 0))
-        return 0;
-    if (*i + 1 >= argc)
-        return -1;
-    *val = argv[++*i];
-    return 1;
-}
-
-static bool is_help(const char *a)
-{
-    return strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0;
-}
-
-/* ms since the epoch as "YYYY-MM-DDTHH:MM:SSZ" (UTC; civil_from_days, H. Hinnant). */
-static void format_time(int64_t ms, char out[TIME_BUFSZ])
-{
-    int64_t secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
-    int64_t days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400;
-    int64_t sod = secs - days * 86400;
-    int64_t z = days + 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t y = yoe + era * 400;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    int64_t d = doy - (153 * mp + 2) / 5 + 1;
-    int64_t m = mp < 10 ? mp + 3 : mp - 9;
-    if (m <= 2)
-        y++;
-    snprintf(out, TIME_BUFSZ, "%04lld-%02lld-%02lldT%02lld:%02lld:%02lldZ", (long long)y,
-             (long long)m, (long long)d, (long long)(sod / 3600), (long long)(sod / 60 % 60),
-             (long long)(sod % 60));
-}
-
 /* Parses a version number (1..). */
 static bool parse_version(const char *s, int64_t *out)
 {
@@ -153,46 +108,6 @@ static bool parse_version(const char *s, int64_t *out)
         return false;
     *out = v;
     return true;
-}
-
-static int open_store(const char *cmd, const char *config_path, ah_config_t *cfg, ah_store_t **s)
-{
-    memset(cfg, 0, sizeof(*cfg));
-    *s = NULL;
-    int rc = ah_cli_load_config(config_path, cfg);
-    if (rc != 0)
-        return rc;
-    ah_buf_t err = AH_BUF_INIT;
-    rc = ah_store_open(cfg, AH_STORE_MIGRATE, s, &err);
-    if (rc < 0) {
-        fprintf(stderr, "agenthub agents %s: %s\n", cmd,
-                err.data ? err.data : "cannot open the store");
-        ah_buf_free(&err);
-        ah_config_free(cfg);
-        *s = NULL;
-        return 1;
-    }
-    ah_buf_free(&err);
-    return 0;
-}
-
-static void close_store(ah_config_t *cfg, ah_store_t *s)
-{
-    ah_store_close(s);
-    ah_config_free(cfg);
-}
-
-static int print_json(json_t *j)
-{
-    char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
-    json_decref(j);
-    if (!text) {
-        fprintf(stderr, "agenthub agents: out of memory\n");
-        return 1;
-    }
-    puts(text);
-    free(text);
-    return 0;
 }
 
 /* Parses the common options of a command taking a NAME: returns 0 to go on, or an exit code + 1. */
@@ -208,7 +123,7 @@ static int parse_name_cmd(int argc, char **argv, const char *cmd, const char *us
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int m = 0;
-        if (is_help(a)) {
+        if (ah_cli_is_help(a)) {
             fputs(usage, stdout);
             return 1;
         } else if (takes_format && strcmp(a, "--json") == 0) {
@@ -217,9 +132,9 @@ static int parse_name_cmd(int argc, char **argv, const char *cmd, const char *us
             o->yaml = true;
         } else if (!takes_name && strcmp(a, "--all") == 0) {
             o->all = true;
-        } else if ((m = opt_value(argc, argv, &i, "--config", "-c", &o->config)) ||
+        } else if ((m = ah_cli_opt_value(argc, argv, &i, "--config", "-c", &o->config)) ||
                    (takes_version &&
-                    (m = opt_value(argc, argv, &i, "--version", NULL, &o->version)))) {
+                    (m = ah_cli_opt_value(argc, argv, &i, "--version", NULL, &o->version)))) {
             if (m < 0) {
                 fprintf(stderr, "agenthub agents %s: %s needs a value\n\n%s", cmd, a, usage);
                 return 3;
@@ -262,12 +177,12 @@ static int cmd_apply(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         int m;
-        if (is_help(a)) {
+        if (ah_cli_is_help(a)) {
             fputs(usage_apply, stdout);
             return 0;
         } else if (strcmp(a, "--dry-run") == 0) {
             dry = true;
-        } else if ((m = opt_value(argc, argv, &i, "--file", "-f", &v))) {
+        } else if ((m = ah_cli_opt_value(argc, argv, &i, "--file", "-f", &v))) {
             if (m < 0) {
                 fprintf(stderr, "agenthub agents apply: %s needs a value\n\n%s", a, usage_apply);
                 return 2;
@@ -277,7 +192,7 @@ static int cmd_apply(int argc, char **argv)
                 return 2;
             }
             paths[n_paths++] = v;
-        } else if ((m = opt_value(argc, argv, &i, "--config", "-c", &config_path))) {
+        } else if ((m = ah_cli_opt_value(argc, argv, &i, "--config", "-c", &config_path))) {
             if (m < 0) {
                 fprintf(stderr, "agenthub agents apply: %s needs a value\n\n%s", a, usage_apply);
                 return 2;
@@ -295,7 +210,7 @@ static int cmd_apply(int argc, char **argv)
     }
     ah_config_t cfg;
     ah_store_t *s;
-    int rc = open_store("apply", config_path, &cfg, &s);
+    int rc = ah_cli_open_store("agents apply", config_path, &cfg, &s);
     if (rc)
         return rc;
     int exit_code = 0;
@@ -329,7 +244,7 @@ static int cmd_apply(int argc, char **argv)
         if (exit_code)
             break;
     }
-    close_store(&cfg, s);
+    ah_cli_close_store(&cfg, s);
     return exit_code;
 }
 
@@ -393,18 +308,18 @@ static int cmd_list(int argc, char **argv)
         return rc - 1;
     ah_config_t cfg;
     ah_store_t *s;
-    if ((rc = open_store("list", o.config, &cfg, &s)) != 0)
+    if ((rc = ah_cli_open_store("agents list", o.config, &cfg, &s)) != 0)
         return rc;
     list_job_t l = {o.all, json_array()};
     rc = l.rows ? ah_store_call(s, AH_STORE_READ, list_work, &l) : -ENOMEM;
-    close_store(&cfg, s);
+    ah_cli_close_store(&cfg, s);
     if (rc) {
         json_decref(l.rows);
         fprintf(stderr, "agenthub agents list: cannot read the agents: %s\n", strerror(-rc));
         return 1;
     }
     if (o.json)
-        return print_json(l.rows);
+        return ah_cli_print_json("agents", l.rows);
     if (json_array_size(l.rows) == 0) {
         printf("no agents (apply one with `agenthub agents apply -f FILE`)\n");
         json_decref(l.rows);
@@ -427,8 +342,8 @@ static int cmd_list(int argc, char **argv)
            "MODEL", "UPDATED", "STATUS", "LABELS");
     json_array_foreach(l.rows, i, r)
     {
-        char when[TIME_BUFSZ], labels[256];
-        format_time(json_integer_value(json_object_get(r, "updated_at")), when);
+        char when[AH_CLI_TIME_BUFSZ], labels[256];
+        ah_cli_format_time(json_integer_value(json_object_get(r, "updated_at")), when);
         labels_text(json_object_get(r, "labels"), labels, sizeof(labels));
         const char *m = json_string_value(json_object_get(r, "model"));
         printf("%-*s  %7lld  %6lld  %-*.40s  %-20s  %-8s  %s\n", wname,
@@ -477,10 +392,10 @@ static int cmd_get(int argc, char **argv)
     }
     ah_config_t cfg;
     ah_store_t *s;
-    if ((rc = open_store("get", o.config, &cfg, &s)) != 0)
+    if ((rc = ah_cli_open_store("agents get", o.config, &cfg, &s)) != 0)
         return rc;
     rc = ah_store_call(s, AH_STORE_READ, get_work, &g);
-    close_store(&cfg, s);
+    ah_cli_close_store(&cfg, s);
     int exit_code = 0;
     if (rc == -ENOENT) {
         fprintf(stderr, "agenthub agents get: no agent named \"%s\" (see `agenthub agents list`)\n",
@@ -494,7 +409,7 @@ static int cmd_get(int argc, char **argv)
         fprintf(stderr, "agenthub agents get: cannot read the agent: %s\n", strerror(-rc));
         exit_code = 1;
     } else if (o.json) {
-        exit_code = print_json(json_loads(g.spec, 0, NULL));
+        exit_code = ah_cli_print_json("agents", json_loads(g.spec, 0, NULL));
     } else {
         ah_buf_t y = AH_BUF_INIT;
         if (ah_agent_json_to_yaml(g.spec, strlen(g.spec), &y) != 0 || !y.data) {
@@ -544,11 +459,11 @@ static int cmd_versions(int argc, char **argv)
         return rc - 1;
     ah_config_t cfg;
     ah_store_t *s;
-    if ((rc = open_store("versions", o.config, &cfg, &s)) != 0)
+    if ((rc = ah_cli_open_store("agents versions", o.config, &cfg, &s)) != 0)
         return rc;
     versions_job_t j = {.name = o.name, .rows = json_array()};
     rc = j.rows ? ah_store_call(s, AH_STORE_READ, versions_work, &j) : -ENOMEM;
-    close_store(&cfg, s);
+    ah_cli_close_store(&cfg, s);
     if (rc) {
         json_decref(j.rows);
         if (rc == -ENOENT)
@@ -562,14 +477,14 @@ static int cmd_versions(int argc, char **argv)
         return 1;
     }
     if (o.json)
-        return print_json(j.rows);
+        return ah_cli_print_json("agents", j.rows);
     printf("  %7s  %-20s  %-24s  %s\n", "VERSION", "CREATED", "BY", "SPEC HASH");
     size_t i;
     json_t *r;
     json_array_foreach(j.rows, i, r)
     {
-        char when[TIME_BUFSZ];
-        format_time(json_integer_value(json_object_get(r, "created_at")), when);
+        char when[AH_CLI_TIME_BUFSZ];
+        ah_cli_format_time(json_integer_value(json_object_get(r, "created_at")), when);
         const char *by = json_string_value(json_object_get(r, "created_by"));
         printf("%s %7lld  %-20s  %-24.24s  %.12s\n",
                json_is_true(json_object_get(r, "current")) ? "*" : " ",
@@ -634,10 +549,10 @@ static int cmd_rollback(int argc, char **argv)
     }
     ah_config_t cfg;
     ah_store_t *s;
-    if ((rc = open_store("rollback", o.config, &cfg, &s)) != 0)
+    if ((rc = ah_cli_open_store("agents rollback", o.config, &cfg, &s)) != 0)
         return rc;
     rc = ah_store_call(s, AH_STORE_WRITE, rollback_work, &c);
-    close_store(&cfg, s);
+    ah_cli_close_store(&cfg, s);
     switch (rc) {
     case 0:
         if (c.previous == c.version)
@@ -688,10 +603,10 @@ static int cmd_archive(int argc, char **argv)
     change_job_t c = {.name = o.name};
     ah_config_t cfg;
     ah_store_t *s;
-    if ((rc = open_store("archive", o.config, &cfg, &s)) != 0)
+    if ((rc = ah_cli_open_store("agents archive", o.config, &cfg, &s)) != 0)
         return rc;
     rc = ah_store_call(s, AH_STORE_WRITE, archive_work, &c);
-    close_store(&cfg, s);
+    ah_cli_close_store(&cfg, s);
     if (rc == 0) {
         printf("agent/%s: %s\n", o.name, c.already ? "already archived" : "archived");
         return 0;
@@ -710,7 +625,7 @@ int ah_cli_agents(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[1];
-    if (is_help(cmd)) {
+    if (ah_cli_is_help(cmd)) {
         fputs(usage_main, stdout);
         return 0;
     }

@@ -14,12 +14,12 @@
 
 #include "auth/keys.h"
 #include "cli/cli.h"
+#include "cli/common.h"
 #include "core/clock.h"
 #include "store/store.h"
 
 #define CLI_ACTOR        "cli"
 #define MAX_EXPIRES_DAYS 36500
-#define TIME_BUFSZ       64 /* format_time output; room for any int64 ms */
 
 static const char usage_main[] = "usage: agenthub keys <command> [options]\n"
                                  "\n"
@@ -64,101 +64,6 @@ static const char usage_revoke[] =
     "  -c, --config FILE    configuration file (default ./agenthub.yaml)\n"
     "  -h, --help           show this help\n";
 
-/*
- * Matches option `name` (and `alias`, may be NULL) taking a value, as
- * "--name VALUE" or "--name=VALUE". Returns 1 and sets *val when matched,
- * 0 when argv[*i] is another option, -1 when the value is missing.
- */
-static int opt_value(int argc, char **argv, int *i, const char *name, const char *alias,
-                     const char **val)
-{
-    const char *a = argv[*i];
-    size_t n = strlen(name);
-    if (strncmp(a, name, n) == 0 && a[n] == '=') {
-        *val = a + n + 1;
-        return 1;
-    }
-    if (strcmp(a, name) != 0 && !(alias && strcmp(a, alias) == 0))
-        return 0;
-    if (*i + 1 >= argc)
-        return -1;
-    *val = argv[++*i];
-    return 1;
-}
-
-static bool is_help(const char *a)
-{
-    return strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0;
-}
-
-/* Formats ms since the epoch as "YYYY-MM-DDTHH:MM:SSZ" (UTC, proleptic Gregorian). */
-static void format_time(int64_t ms, char out[TIME_BUFSZ])
-{
-    int64_t secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
-    int64_t days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400;
-    int64_t sod = secs - days * 86400;
-    /* civil_from_days (H. Hinnant, "chrono-Compatible Low-Level Date Algorithms"). */
-    int64_t z = days + 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t y = yoe + era * 400;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    int64_t d = doy - (153 * mp + 2) / 5 + 1;
-    int64_t m = mp < 10 ? mp + 3 : mp - 9;
-    if (m <= 2)
-        y++;
-    snprintf(out, TIME_BUFSZ, "%04lld-%02lld-%02lldT%02lld:%02lld:%02lldZ", (long long)y,
-             (long long)m, (long long)d, (long long)(sod / 3600), (long long)(sod / 60 % 60),
-             (long long)(sod % 60));
-}
-
-/* Loads the config and opens the store with migrations. 0, or an exit code (store NULL). */
-static int open_store(const char *cmd, const char *config_path, ah_config_t *cfg, ah_store_t **s)
-{
-    memset(cfg, 0, sizeof(*cfg));
-    *s = NULL;
-    int rc = ah_cli_load_config(config_path, cfg);
-    if (rc != 0)
-        return rc;
-    ah_buf_t err = AH_BUF_INIT;
-    rc = ah_store_open(cfg, AH_STORE_MIGRATE, s, &err);
-    if (rc < 0) {
-        fprintf(stderr, "agenthub keys %s: %s\n", cmd,
-                err.data ? err.data : "cannot open the store");
-        ah_buf_free(&err);
-        ah_config_free(cfg);
-        *s = NULL;
-        return 1;
-    }
-    ah_buf_free(&err);
-    return 0;
-}
-
-static void close_store(ah_config_t *cfg, ah_store_t *s)
-{
-    ah_store_close(s);
-    ah_config_free(cfg);
-}
-
-static int print_json(json_t *j)
-{
-    if (!j) {
-        fprintf(stderr, "agenthub keys: out of memory\n");
-        return 1;
-    }
-    char *text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    json_decref(j);
-    if (!text) {
-        fprintf(stderr, "agenthub keys: out of memory\n");
-        return 1;
-    }
-    puts(text);
-    free(text);
-    return 0;
-}
-
 static json_t *ms_or_null(int64_t ms)
 {
     return ms ? json_integer(ms) : json_null();
@@ -189,16 +94,16 @@ static int cmd_create(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int m;
-        if (is_help(a)) {
+        if (ah_cli_is_help(a)) {
             fputs(usage_create, stdout);
             return 0;
         } else if (strcmp(a, "--json") == 0) {
             json = true;
-        } else if ((m = opt_value(argc, argv, &i, "--name", NULL, &name)) ||
-                   (m = opt_value(argc, argv, &i, "--role", NULL, &role)) ||
-                   (m = opt_value(argc, argv, &i, "--tenant", NULL, &tenant)) ||
-                   (m = opt_value(argc, argv, &i, "--expires-days", NULL, &days)) ||
-                   (m = opt_value(argc, argv, &i, "--config", "-c", &config_path))) {
+        } else if ((m = ah_cli_opt_value(argc, argv, &i, "--name", NULL, &name)) ||
+                   (m = ah_cli_opt_value(argc, argv, &i, "--role", NULL, &role)) ||
+                   (m = ah_cli_opt_value(argc, argv, &i, "--tenant", NULL, &tenant)) ||
+                   (m = ah_cli_opt_value(argc, argv, &i, "--expires-days", NULL, &days)) ||
+                   (m = ah_cli_opt_value(argc, argv, &i, "--config", "-c", &config_path))) {
             if (m < 0) {
                 fprintf(stderr, "agenthub keys create: %s needs a value\n\n%s", a, usage_create);
                 return 2;
@@ -235,13 +140,13 @@ static int cmd_create(int argc, char **argv)
 
     ah_config_t cfg;
     ah_store_t *s;
-    int rc = open_store("create", config_path, &cfg, &s);
+    int rc = ah_cli_open_store("keys create", config_path, &cfg, &s);
     if (rc)
         return rc;
     char key[AH_KEY_BUFSZ];
     ah_key_rec_t rec;
     rc = ah_keys_create(s, name, role, tenant, expires_at, CLI_ACTOR, NULL, key, sizeof(key), &rec);
-    close_store(&cfg, s);
+    ah_cli_close_store(&cfg, s);
     if (rc) {
         fprintf(stderr, "agenthub keys create: cannot create the key: %s\n", strerror(-rc));
         return 1;
@@ -253,11 +158,11 @@ static int cmd_create(int argc, char **argv)
             json_decref(j);
             j = NULL;
         }
-        exit_code = print_json(j);
+        exit_code = ah_cli_print_json("keys", j);
     } else {
-        char expires[TIME_BUFSZ] = "never";
+        char expires[AH_CLI_TIME_BUFSZ] = "never";
         if (rec.expires_at)
-            format_time(rec.expires_at, expires);
+            ah_cli_format_time(rec.expires_at, expires);
         printf("id:      %s\nname:    %s\nrole:    %s\ntenant:  %s\nprefix:  %s\nexpires: %s\n"
                "key:     %s\n",
                rec.id, rec.name, rec.role, rec.tenant, rec.prefix, expires, key);
@@ -287,12 +192,12 @@ static int cmd_list(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int m;
-        if (is_help(a)) {
+        if (ah_cli_is_help(a)) {
             fputs(usage_list, stdout);
             return 0;
         } else if (strcmp(a, "--json") == 0) {
             json = true;
-        } else if ((m = opt_value(argc, argv, &i, "--config", "-c", &config_path))) {
+        } else if ((m = ah_cli_opt_value(argc, argv, &i, "--config", "-c", &config_path))) {
             if (m < 0) {
                 fprintf(stderr, "agenthub keys list: %s needs a value\n\n%s", a, usage_list);
                 return 2;
@@ -304,13 +209,13 @@ static int cmd_list(int argc, char **argv)
     }
     ah_config_t cfg;
     ah_store_t *s;
-    int rc = open_store("list", config_path, &cfg, &s);
+    int rc = ah_cli_open_store("keys list", config_path, &cfg, &s);
     if (rc)
         return rc;
     ah_key_rec_t *recs = NULL;
     size_t n = 0;
     rc = ah_keys_list(s, true, &recs, &n);
-    close_store(&cfg, s);
+    ah_cli_close_store(&cfg, s);
     if (rc) {
         fprintf(stderr, "agenthub keys list: cannot read the keys: %s\n", strerror(-rc));
         return 1;
@@ -325,7 +230,7 @@ static int cmd_list(int argc, char **argv)
                 arr = NULL;
             }
         }
-        exit_code = print_json(arr);
+        exit_code = ah_cli_print_json("keys", arr);
     } else if (n == 0) {
         printf("no keys (create one with `agenthub keys create --name NAME`)\n");
     } else {
@@ -338,13 +243,13 @@ static int cmd_list(int argc, char **argv)
                "PREFIX", wrole, "ROLE", wtenant, "TENANT", "CREATED", "STATUS");
         for (size_t i = 0; i < n; i++) {
             const ah_key_rec_t *k = &recs[i];
-            char created[TIME_BUFSZ], when[TIME_BUFSZ], status[2 * TIME_BUFSZ];
-            format_time(k->created_at, created);
+            char created[AH_CLI_TIME_BUFSZ], when[AH_CLI_TIME_BUFSZ], status[2 * AH_CLI_TIME_BUFSZ];
+            ah_cli_format_time(k->created_at, created);
             if (k->revoked_at) {
-                format_time(k->revoked_at, when);
+                ah_cli_format_time(k->revoked_at, when);
                 snprintf(status, sizeof(status), "revoked %s", when);
             } else if (k->expires_at) {
-                format_time(k->expires_at, when);
+                ah_cli_format_time(k->expires_at, when);
                 snprintf(status, sizeof(status), "%s %s",
                          k->expires_at <= now ? "expired" : "active, expires", when);
             } else {
@@ -364,10 +269,10 @@ static int cmd_revoke(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int m;
-        if (is_help(a)) {
+        if (ah_cli_is_help(a)) {
             fputs(usage_revoke, stdout);
             return 0;
-        } else if ((m = opt_value(argc, argv, &i, "--config", "-c", &config_path))) {
+        } else if ((m = ah_cli_opt_value(argc, argv, &i, "--config", "-c", &config_path))) {
             if (m < 0) {
                 fprintf(stderr, "agenthub keys revoke: %s needs a value\n\n%s", a, usage_revoke);
                 return 2;
@@ -394,19 +299,19 @@ static int cmd_revoke(int argc, char **argv)
     }
     ah_config_t cfg;
     ah_store_t *s;
-    int rc = open_store("revoke", config_path, &cfg, &s);
+    int rc = ah_cli_open_store("keys revoke", config_path, &cfg, &s);
     if (rc)
         return rc;
     ah_key_rec_t rec;
     rc = ah_keys_revoke(s, id, CLI_ACTOR, NULL, &rec);
-    close_store(&cfg, s);
-    char when[TIME_BUFSZ];
+    ah_cli_close_store(&cfg, s);
+    char when[AH_CLI_TIME_BUFSZ];
     switch (rc) {
     case 0:
         printf("revoked %s (%s, %s)\n", rec.id, rec.name, rec.prefix);
         return 0;
     case -EALREADY:
-        format_time(rec.revoked_at, when);
+        ah_cli_format_time(rec.revoked_at, when);
         printf("%s (%s) was already revoked at %s\n", rec.id, rec.name, when);
         return 0;
     case -ENOENT:
@@ -426,7 +331,7 @@ int ah_cli_keys(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[1];
-    if (is_help(cmd)) {
+    if (ah_cli_is_help(cmd)) {
         fputs(usage_main, stdout);
         return 0;
     }

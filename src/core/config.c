@@ -16,6 +16,7 @@
  */
 #include "core/config.h"
 
+#include "core/suggest.h"
 #include "core/yaml.h"
 
 #include <arpa/inet.h>
@@ -35,12 +36,11 @@
 
 extern char **environ;
 
-#define MAX_ERRORS       100   /* errors printed; past this, one "N more" line */
-#define MAX_KEPT         1000  /* errors kept for sorting */
-#define SECRET_FILE_MAX  65536 /* *_file contents */
-#define KEY_MAX          128   /* longer keys are reported, never matched */
-#define SUGGEST_MAX_CAND 1024  /* more candidates: no "did you mean" (cost bound) */
-#define DEFAULT_FILE     "agenthub.yaml"
+#define MAX_ERRORS      100   /* errors printed; past this, one "N more" line */
+#define MAX_KEPT        1000  /* errors kept for sorting */
+#define SECRET_FILE_MAX 65536 /* *_file contents */
+#define KEY_MAX         128   /* longer keys are reported, never matched */
+#define DEFAULT_FILE    "agenthub.yaml"
 
 /* ---------------------------------------------------------------- schema */
 
@@ -380,56 +380,6 @@ static const char *env_get(const ctx_t *x, const char *name, size_t nlen)
         if (strncmp(*e, name, nlen) == 0 && (*e)[nlen] == '=')
             return *e + nlen + 1;
     return NULL;
-}
-
-/* --------------------------------------------------------- suggestions */
-
-/* Optimal-string-alignment distance (edits + adjacent swaps), case-insensitive. */
-static size_t edit_distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 64 || lb > 64)
-        return SIZE_MAX;
-    size_t d[65][65];
-    for (size_t i = 0; i <= la; i++)
-        d[i][0] = i;
-    for (size_t j = 0; j <= lb; j++)
-        d[0][j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        for (size_t j = 1; j <= lb; j++) {
-            int ca = tolower((unsigned char)a[i - 1]), cb = tolower((unsigned char)b[j - 1]);
-            size_t cost = ca != cb;
-            size_t v = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < v)
-                v = d[i][j - 1] + 1;
-            if (d[i - 1][j - 1] + cost < v)
-                v = d[i - 1][j - 1] + cost;
-            if (i > 1 && j > 1 && ca == tolower((unsigned char)b[j - 2]) &&
-                tolower((unsigned char)a[i - 2]) == cb && d[i - 2][j - 2] + 1 < v)
-                v = d[i - 2][j - 2] + 1;
-            d[i][j] = v;
-        }
-    }
-    return d[la][lb];
-}
-
-/* The closest candidate within a length-scaled distance, or NULL. */
-static const char *suggest(const char *word, const char *const *cands, size_t n)
-{
-    size_t len = strlen(word);
-    if (len == 0 || n > SUGGEST_MAX_CAND)
-        return NULL;
-    size_t limit = len <= 3 ? 1 : (len <= 8 ? 2 : 3);
-    const char *best = NULL;
-    size_t best_d = SIZE_MAX;
-    for (size_t i = 0; i < n; i++) {
-        size_t d = edit_distance(word, cands[i]);
-        if (d <= limit && d < best_d) {
-            best = cands[i];
-            best_d = d;
-        }
-    }
-    return best;
 }
 
 static size_t count_list(const char *const *list)
@@ -859,7 +809,7 @@ static void unknown_key(ctx_t *x, const schema_t *s, const char *rel, const char
         known[nk++] = s->specials[i];
         cands[nc++] = s->specials[i];
     }
-    const char *best = suggest(key, cands, nc);
+    const char *best = ah_suggest(key, cands, nc);
     if (best) {
         errf(x, src, path, "unknown key (did you mean \"%s\"?)", best);
     } else {
@@ -1474,7 +1424,7 @@ static void validate_top(ctx_t *x, ah_config_t *c)
              "auth.jwt.jwks_url",
              "required when auth.jwt.issuer or audience is set (the URL of the issuer's JWKS)");
     if (!in_list(log_levels, c->log.level)) {
-        const char *best = suggest(c->log.level, log_levels, count_list(log_levels));
+        const char *best = ah_suggest(c->log.level, log_levels, count_list(log_levels));
         char hint[64] = "";
         if (best)
             snprintf(hint, sizeof(hint), "did you mean \"%s\"? ", best);
@@ -1571,7 +1521,7 @@ static void validate_providers(ctx_t *x, ah_config_t *c, name_ref_t **refs_out, 
             continue;
         }
         if (!in_list(provider_types, p->type)) {
-            const char *best = suggest(p->type, provider_types, count_list(provider_types));
+            const char *best = ah_suggest(p->type, provider_types, count_list(provider_types));
             char hint[64] = "";
             if (best)
                 snprintf(hint, sizeof(hint), "did you mean \"%s\"? ", best);
@@ -1625,14 +1575,14 @@ static void validate_providers(ctx_t *x, ah_config_t *c, name_ref_t **refs_out, 
 /* Collects candidate names from refs for a suggestion (refs are sorted, may repeat). */
 static const char *suggest_ref(const char *word, const name_ref_t *refs, size_t n)
 {
-    if (n == 0 || n > SUGGEST_MAX_CAND)
+    if (n == 0 || n > AH_SUGGEST_MAX_CAND)
         return NULL;
     const char **cands = malloc(n * sizeof(*cands));
     if (!cands)
         return NULL;
     for (size_t i = 0; i < n; i++)
         cands[i] = refs[i].name;
-    const char *best = suggest(word, cands, n);
+    const char *best = ah_suggest(word, cands, n);
     free(cands);
     return best;
 }

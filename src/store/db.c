@@ -108,6 +108,23 @@ int ah_db_val_copy(const ah_db_val_t *v, char *out, size_t outsz)
     return 0;
 }
 
+int ah_db_val_dup(const ah_db_val_t *v, char **out)
+{
+    *out = NULL;
+    if (v->type == AH_DB_NULL)
+        return 0;
+    if (v->type != AH_DB_TEXT && v->type != AH_DB_BLOB)
+        return -EIO;
+    char *p = malloc(v->n + 1);
+    if (!p)
+        return -ENOMEM;
+    if (v->n)
+        memcpy(p, v->s, v->n);
+    p[v->n] = '\0';
+    *out = p;
+    return 0;
+}
+
 static bool has_prefix(const char *s, const char *p)
 {
     return strncmp(s, p, strlen(p)) == 0;

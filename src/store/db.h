@@ -96,6 +96,13 @@ double ah_db_val_dbl(const ah_db_val_t *v);
 int ah_db_val_copy(const ah_db_val_t *v, char *out, size_t outsz);
 
 /**
+ * A TEXT/BLOB column as a new NUL-terminated heap string in *out (the caller
+ * frees it); SQL NULL gives *out = NULL. Returns 0, -ENOMEM, or -EIO for a
+ * number column (*out is NULL on failure).
+ */
+int ah_db_val_dup(const ah_db_val_t *v, char **out);
+
+/**
  * Row callback: cols[0..ncols) are the row's columns in SELECT order.
  * Return 0 to continue, nonzero to stop: that value is returned by the query.
  */

@@ -115,24 +115,6 @@ int ah_run_rec_copy(ah_run_rec_t *dst, const ah_run_rec_t *src)
     return 0;
 }
 
-/* A TEXT column as a heap string; SQL NULL gives NULL. */
-static int col_dup(const ah_db_val_t *v, char **out)
-{
-    *out = NULL;
-    if (v->type == AH_DB_NULL)
-        return 0;
-    if (v->type != AH_DB_TEXT && v->type != AH_DB_BLOB)
-        return -EIO;
-    char *p = malloc(v->n + 1);
-    if (!p)
-        return -ENOMEM;
-    if (v->n)
-        memcpy(p, v->s, v->n);
-    p[v->n] = '\0';
-    *out = p;
-    return 0;
-}
-
 /* Fills a record from a RUN_COLS row. 0, -E2BIG (a fixed field too long), -ENOMEM, -EIO. */
 static int from_row(const ah_db_val_t *c, int ncols, ah_run_rec_t *r)
 {
@@ -168,7 +150,7 @@ static int from_row(const ah_db_val_t *c, int ncols, ah_run_rec_t *r)
         {9, &r->session_id},   {12, &r->metadata},        {13, &r->limits},     {14, &r->state},
         {19, &r->lease_owner}, {22, &r->idempotency_key}, {23, &r->webhook_url}};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
-        int rc = col_dup(&c[strs[i].col], strs[i].dst);
+        int rc = ah_db_val_dup(&c[strs[i].col], strs[i].dst);
         if (rc < 0) {
             ah_run_rec_free(r);
             return rc;

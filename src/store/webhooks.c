@@ -67,24 +67,6 @@ void ah_webhook_rec_free(ah_webhook_rec_t *r)
     r->url = r->payload = r->last_error = NULL;
 }
 
-/* A TEXT column as a heap string; SQL NULL gives NULL. */
-static int col_dup(const ah_db_val_t *v, char **out)
-{
-    *out = NULL;
-    if (v->type == AH_DB_NULL)
-        return 0;
-    if (v->type != AH_DB_TEXT && v->type != AH_DB_BLOB)
-        return -EIO;
-    char *p = malloc(v->n + 1);
-    if (!p)
-        return -ENOMEM;
-    if (v->n)
-        memcpy(p, v->s, v->n);
-    p[v->n] = '\0';
-    *out = p;
-    return 0;
-}
-
 /* Fills a record from a WH_COLS row. 0, -E2BIG (a fixed field too long), -ENOMEM, -EIO. */
 static int from_row(const ah_db_val_t *c, int ncols, ah_webhook_rec_t *r)
 {
@@ -104,11 +86,11 @@ static int from_row(const ah_db_val_t *c, int ncols, ah_webhook_rec_t *r)
     r->created_at = ah_db_val_int(&c[10]);
     r->updated_at = ah_db_val_int(&c[11]);
     r->delivered_at = ah_db_val_int(&c[12]);
-    int rc = col_dup(&c[2], &r->url);
+    int rc = ah_db_val_dup(&c[2], &r->url);
     if (rc == 0)
-        rc = col_dup(&c[4], &r->payload);
+        rc = ah_db_val_dup(&c[4], &r->payload);
     if (rc == 0)
-        rc = col_dup(&c[8], &r->last_error);
+        rc = ah_db_val_dup(&c[8], &r->last_error);
     if (rc < 0)
         ah_webhook_rec_free(r);
     return rc;

@@ -245,6 +245,7 @@ static void suite_test_db_errors(void **state)
     assert_int_equal(ah_db_query(db, ins, a, 3, NULL, NULL), 0);
     a[1] = ah_db_text("b@x"); /* same primary key */
     assert_int_equal(ah_db_query(db, ins, a, 3, NULL, NULL), -EEXIST);
+    assert_non_null(strcasestr(ah_db_errmsg(db), "unique"));
     a[0] = ah_db_text("2"); /* same unique column */
     a[1] = ah_db_text("a@x");
     assert_int_equal(ah_db_query(db, ins, a, 3, NULL, NULL), -EEXIST);
@@ -262,6 +263,7 @@ static void suite_test_db_errors(void **state)
     assert_int_equal(ah_db_query(db, ins, a, 2, NULL, NULL), -EINVAL); /* cached now */
     assert_int_equal(ah_db_query(db, "SELECT 1; SELECT 2", NULL, 0, NULL, NULL), -EINVAL);
     assert_int_equal(ah_db_query(db, "  ", NULL, 0, NULL, NULL), -EINVAL);
+    assert_int_equal(ah_db_query(db, NULL, NULL, 0, NULL, NULL), -EINVAL);
     int64_t v = 0;
     assert_int_equal(ah_db_query_int(db, "SELECT 5;", NULL, 0, &v), 0);
     assert_int_equal(v, 5);
@@ -442,7 +444,11 @@ static void suite_test_db_txn(void **state)
     assert_int_equal(ah_db_query_int(db, "SELECT COUNT(*) FROM t", NULL, 0, &v), 0);
     assert_int_equal(v, 3);
 
+    /* Identifiers are checked: no SQL through a savepoint or table name. */
     assert_int_equal(ah_db_savepoint(db, "x; DROP TABLE t"), -EINVAL);
+    assert_int_equal(ah_db_savepoint(db, "1abc"), -EINVAL);
+    assert_int_equal(ah_db_savepoint(db, ""), -EINVAL);
+    assert_true(ah_db_ident_ok("_a1"));
     assert_int_equal(ah_db_table_exists(db, "t"), 1);
     assert_int_equal(ah_db_table_exists(db, "nope"), 0);
     assert_int_equal(ah_db_table_exists(db, "t'--"), -EINVAL);
@@ -491,6 +497,13 @@ static void suite_test_db_busy(void **state)
 
 /* ---- store: open, migrations --------------------------------------------- */
 
+static void suite_on_applied(void *ud, const ah_migration_t *m)
+{
+    char *names = ud;
+    strncat(names, m->name, 255 - strlen(names));
+    strncat(names, " ", 255 - strlen(names));
+}
+
 static void suite_test_open_migrate(void **state)
 {
     (void)state;
@@ -501,10 +514,12 @@ static void suite_test_open_migrate(void **state)
     assert_int_equal(cur, 0);
     assert_int_equal(latest, ah_migrate_latest());
     ah_buf_t err = AH_BUF_INIT;
-    int applied = ah_store_migrate(s, NULL, NULL, &err);
+    char names[256] = "";
+    int applied = ah_store_migrate(s, suite_on_applied, names, &err);
     if (applied < 0)
         fprintf(stderr, "migrate: %s\n", err.data ? err.data : "");
     assert_int_equal(applied, ah_migrations_count);
+    assert_non_null(strstr(names, "0001_init "));
     assert_int_equal(ah_store_schema_status(s, &cur, &latest), 0);
     assert_int_equal(cur, latest);
     assert_int_equal(ah_store_ping(s), 0);
@@ -523,12 +538,18 @@ static void suite_test_open_migrate(void **state)
     ah_store_close(s);
     ah_buf_free(&err);
     ah_config_t cfg = suite_cfg(0);
+    char want[160];
+    snprintf(want, sizeof(want),
+             "database schema version 999 is newer than this agenthub (latest %d): upgrade "
+             "agenthub",
+             ah_migrate_latest());
     unsigned flag_sets[2] = {AH_STORE_MIGRATE, 0};
     for (int i = 0; i < 2; i++) {
         s = (ah_store_t *)1;
         assert_int_equal(ah_store_open(&cfg, flag_sets[i], &s, &err), -EPROTO);
         assert_null(s);
-        assert_non_null(strstr(err.data, "database schema version 999 is newer"));
+        assert_non_null(err.data);
+        assert_non_null(strstr(err.data, want));
         ah_buf_free(&err);
     }
 }
@@ -712,15 +733,19 @@ static void suite_test_group_commit(void **state)
         assert_int_equal(
             ah_store_submit(s, AH_STORE_WRITE, suite_gc_work, suite_gc_done, NULL, &jobs[i]), 0);
     }
+    ah_store_stats(s, &st);
+    assert_int_equal(st.write_queue, SUITE_GC_JOBS);
     suite_gate_release(&gate);
     assert_int_equal(suite_counter_wait(&done, SUITE_GC_JOBS), SUITE_GC_JOBS);
-    int ok = 0;
+    int ok = 0, failed = 0;
     for (int i = 0; i < SUITE_GC_JOBS; i++) {
         assert_int_equal(atomic_load(&jobs[i].calls), 1);
         if (i % 10 == 7) {
             assert_int_equal(jobs[i].rc, -ECANCELED);
+            failed++;
         } else if (i % 10 == 3) {
             assert_int_equal(jobs[i].rc, -EEXIST);
+            failed++;
         } else {
             assert_int_equal(jobs[i].rc, i);
             ok++;
@@ -729,8 +754,12 @@ static void suite_test_group_commit(void **state)
     assert_int_equal(suite_count(s, "SELECT COUNT(*) FROM gc"), ok);
     assert_int_equal(suite_count(s, "SELECT COUNT(*) FROM gc WHERE i % 10 = 7 OR i % 10 = 3"), 0);
     ah_store_stats(s, &st);
+    assert_int_equal(st.writes - st0.writes, SUITE_GC_JOBS + 1);
+    assert_int_equal(st.errors - st0.errors, failed);
+    /* At most 64 jobs per transaction, +1 batch for the gate. */
     assert_int_equal(st.batches - st0.batches, 1 + (SUITE_GC_JOBS + 63) / 64);
     assert_int_equal(st.max_batch_len, 64);
+    assert_int_equal(st.write_queue, 0);
     ah_store_close(s);
     free(jobs);
     suite_gate_destroy(&gate);
@@ -788,6 +817,8 @@ static void suite_test_commit_failure(void **state)
     assert_int_equal(a.rc, -EIO);
     assert_int_equal(b.rc, -EIO);
     assert_int_equal(suite_count(s, "SELECT COUNT(*) FROM parent"), 0);
+    assert_int_equal(suite_count(s, "SELECT COUNT(*) FROM child"), 0);
+    /* The writer recovers: the next batch commits. */
     assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_insert_parent, NULL), 0);
     assert_int_equal(suite_count(s, "SELECT COUNT(*) FROM parent"), 1);
 
@@ -883,11 +914,16 @@ static void suite_test_keys(void **state)
     assert_int_equal(suite_key_call(s, AH_STORE_WRITE, &j, 0), -EEXIST);
     j.rec = suite_key("key_c", h1, 3000); /* same hash */
     assert_int_equal(suite_key_call(s, AH_STORE_WRITE, &j, 0), -EEXIST);
+    j.rec = suite_key("key_d", h3, 3000); /* missing required field */
+    j.rec.role[0] = '\0';
+    assert_int_equal(suite_key_call(s, AH_STORE_WRITE, &j, 0), -EINVAL);
 
     memset(&j.rec, 0, sizeof(j.rec));
     j.id = "key_a";
     assert_int_equal(suite_key_call(s, AH_STORE_READ, &j, 1), 0);
+    assert_string_equal(j.rec.id, "key_a");
     assert_string_equal(j.rec.name, "name of key_a");
+    assert_string_equal(j.rec.role, "admin");
     assert_string_equal(j.rec.hash, h1);
     assert_string_equal(j.rec.tenant, "default");
     assert_string_equal(j.rec.created_by, "admin");
@@ -904,38 +940,64 @@ static void suite_test_keys(void **state)
     assert_int_equal(suite_key_call(s, AH_STORE_READ, &j, 2), 0);
     assert_int_equal(j.n, 2);
     assert_string_equal(j.list[0].id, "key_a");
+    assert_string_equal(j.list[1].id, "key_b");
     assert_string_equal(j.list[1].tenant, "acme");
-    j.since = 1000;
+    j.since = 1000; /* incremental: changed after `since` */
     assert_int_equal(suite_key_call(s, AH_STORE_READ, &j, 2), 0);
     assert_int_equal(j.n, 1);
+    assert_string_equal(j.list[0].id, "key_b");
+    j.since = 2000;
+    assert_int_equal(suite_key_call(s, AH_STORE_READ, &j, 2), 0);
+    assert_int_equal(j.n, 0);
 
+    /* A revoke shows up in the next incremental refresh. */
     j.id = "key_a";
     assert_int_equal(suite_key_call(s, AH_STORE_WRITE, &j, 5000), 0);
+    assert_int_equal(suite_key_call(s, AH_STORE_WRITE, &j, 5000), -ENOENT);
+    j.id = "key_nope";
     assert_int_equal(suite_key_call(s, AH_STORE_WRITE, &j, 5000), -ENOENT);
     j.since = 2000;
     assert_int_equal(suite_key_call(s, AH_STORE_READ, &j, 2), 0);
     assert_int_equal(j.n, 1);
+    assert_string_equal(j.list[0].id, "key_a");
     assert_int_equal(j.list[0].revoked_at, 5000);
+    assert_int_equal(j.list[0].updated_at, 5000);
+    j.since = 0;
+    assert_int_equal(suite_key_call(s, AH_STORE_READ, &j, 2), 0);
+    assert_int_equal(j.n, 2);
+    assert_string_equal(j.list[0].id, "key_b"); /* ordered by updated_at */
     assert_int_equal(suite_key_call(s, AH_STORE_READ, &j, 3), 0);
     assert_int_equal(j.count, 2);
     ah_store_close(s);
 }
 
 typedef struct {
-    int n, actor_null;
-    char first_actor[32], first_detail[64];
+    int n;
+    char first_id[48], first_actor[32], first_request[32], first_detail[64];
     int64_t first_ts;
+    int later_actor_null; /* rows after the first with a NULL actor */
 } suite_audit_t;
 
+typedef struct {
+    int64_t since;
+    int limit;
+    suite_audit_t seen;
+} suite_audit_list_t;
+
+/* Runs on a store thread: records only; the test thread asserts. */
 static int suite_collect_audit(void *ud, const ah_audit_rec_t *r)
 {
     suite_audit_t *a = ud;
     if (a->n == 0) {
+        snprintf(a->first_id, sizeof(a->first_id), "%s", r->id ? r->id : "(null)");
         snprintf(a->first_actor, sizeof(a->first_actor), "%s", r->actor ? r->actor : "(null)");
+        snprintf(a->first_request, sizeof(a->first_request), "%s",
+                 r->request_id ? r->request_id : "(null)");
         snprintf(a->first_detail, sizeof(a->first_detail), "%s", r->detail ? r->detail : "(null)");
         a->first_ts = r->ts;
+    } else if (!r->actor) {
+        a->later_actor_null++;
     }
-    a->actor_null += r->actor == NULL;
     a->n++;
     return 0;
 }
@@ -946,14 +1008,18 @@ static int suite_audit_write(ah_db_t *db, void *arg)
                                    "req_1");
     if (rc == 0)
         rc = ah_store_audit_insert(db, NULL, "key.revoke", "key_a", NULL, NULL);
+    if (rc == 0)
+        rc = ah_store_audit_insert(db, NULL, "agent.apply", NULL, NULL, NULL);
+    if (rc == 0 && ah_store_audit_insert(db, NULL, NULL, NULL, NULL, NULL) != -EINVAL)
+        rc = -EPROTO; /* an action is required */
     return rc;
 }
 
 static int suite_audit_read(ah_db_t *db, void *arg)
 {
-    suite_audit_t *a = arg;
-    memset(a, 0, sizeof(*a));
-    return ah_store_audit_list(db, 0, 100, suite_collect_audit, a);
+    suite_audit_list_t *l = arg;
+    memset(&l->seen, 0, sizeof(l->seen));
+    return ah_store_audit_list(db, l->since, l->limit, suite_collect_audit, &l->seen);
 }
 
 static void suite_test_audit(void **state)
@@ -962,13 +1028,23 @@ static void suite_test_audit(void **state)
     ah_store_t *s = suite_store(AH_STORE_MIGRATE, 0);
     int64_t before = ah_wall_ms();
     assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_audit_write, NULL), 0);
-    suite_audit_t a;
-    assert_int_equal(ah_store_call(s, AH_STORE_READ, suite_audit_read, &a), 0);
-    assert_int_equal(a.n, 2);
-    assert_int_equal(a.actor_null, 1);
-    assert_string_equal(a.first_actor, "key_admin");
-    assert_string_equal(a.first_detail, "{\"role\":\"admin\"}");
-    assert_true(a.first_ts >= before && a.first_ts <= ah_wall_ms());
+    suite_audit_list_t l = {.since = 0, .limit = 2};
+    assert_int_equal(ah_store_call(s, AH_STORE_READ, suite_audit_read, &l), 0);
+    assert_int_equal(l.seen.n, 2);
+    assert_true(strncmp(l.seen.first_id, "aud_", 4) == 0);
+    assert_string_equal(l.seen.first_actor, "key_admin");
+    assert_string_equal(l.seen.first_request, "req_1");
+    assert_string_equal(l.seen.first_detail, "{\"role\":\"admin\"}");
+    assert_int_equal(l.seen.later_actor_null, 1);
+    assert_true(l.seen.first_ts >= before && l.seen.first_ts <= ah_wall_ms());
+    l.limit = 100;
+    assert_int_equal(ah_store_call(s, AH_STORE_READ, suite_audit_read, &l), 0);
+    assert_int_equal(l.seen.n, 3);
+    l.since = ah_wall_ms() + 60000;
+    assert_int_equal(ah_store_call(s, AH_STORE_READ, suite_audit_read, &l), 0);
+    assert_int_equal(l.seen.n, 0);
+    l.limit = 0;
+    assert_int_equal(ah_store_call(s, AH_STORE_READ, suite_audit_read, &l), -EINVAL);
     ah_store_close(s);
 }
 
