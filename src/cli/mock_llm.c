@@ -593,6 +593,11 @@ static int add_routes(ah_router_t *r)
     rc |= ah_router_add(r, AH_HTTP_POST, "/v1/chat/completions", (void *)h_chat, 0);
     rc |= ah_router_add(r, AH_HTTP_POST, "/v1/embeddings", (void *)h_embeddings, 0);
     rc |= ah_router_add(r, AH_HTTP_POST, "/v1/messages", (void *)h_messages, 0);
+    /* Azure OpenAI's paths: the deployment is in the path, the model options in the body. */
+    rc |= ah_router_add(r, AH_HTTP_POST, "/openai/deployments/{deployment}/chat/completions",
+                        (void *)h_chat, 0);
+    rc |= ah_router_add(r, AH_HTTP_POST, "/openai/deployments/{deployment}/embeddings",
+                        (void *)h_embeddings, 0);
     rc |= ah_router_add(r, AH_HTTP_GET, "/v1/models", (void *)h_models, 0);
     rc |= ah_router_add(r, AH_HTTP_GET, "/healthz", (void *)h_healthz, 0);
     rc |= ah_router_add(r, AH_HTTP_GET, "/mock/stats", (void *)h_stats, 0);
