@@ -52,6 +52,8 @@
 #   RETRIES=2 OTHER_MAX=20
 #   PROFILE_S=10 PROFILE_CONNS=1 FREQ=999 CALLGRAPH=dwarf (dwarf, fp, none)
 #   CONCURRENCY=1000 SLOW_MS=100 BURSTS=2 SUSTAIN_S=10 TIMEOUT_S=60 WARM_RUNS=50
+#   CONC_PROFILE=0  1 = perf record the sustained part of phase "concurrent"
+#                   (-> RUN_DIR/perf_concurrent.data; its numbers are then disturbed)
 #   STORE_DIR=""   put the SQLite databases there instead of RUN_DIR (e.g.
 #                  /dev/shm, to see what the file system costs); removed at exit
 #   AGENTHUB_BIN, RUN_DIR, KEEP_RUN_DIR, QUIET_MAX, QUIET_PCT, WRK_WAIT_MAX: see lib.sh
@@ -80,6 +82,7 @@ BURSTS=${BURSTS:-2}
 SUSTAIN_S=${SUSTAIN_S:-10}
 TIMEOUT_S=${TIMEOUT_S:-60}
 WARM_RUNS=${WARM_RUNS:-50}
+CONC_PROFILE=${CONC_PROFILE:-0}
 STORE_DIR=${STORE_DIR:-}
 STORE_FILES=()
 # remove databases put in STORE_DIR (e.g. /dev/shm) when the script exits
@@ -299,6 +302,7 @@ start_hub() { # name
         rm -f "$db" "$db-wal" "$db-shm"
         STORE_FILES+=("$db" "$db-wal" "$db-shm")
     fi
+    AH_DB=$db
     write_config "$dir/agenthub.yaml" "$db" "$dir/agents"
     ah_start "$dir/agenthub.yaml" "$RUN_DIR/logs/agenthub_$1"
 }
@@ -354,10 +358,16 @@ measure() { # agent conns
 }
 
 phase_overhead() {
-    local a c
+    local a c m="$RUN_DIR/tmp/m_end.txt" runs events size
     for a in $AGENTS; do
         for c in $CONNS; do measure "$a" "$c"; done
     done
+    # store growth: database + WAL bytes per run stored so far (all runs of this hub)
+    metrics_snap "$m"
+    runs=$(awk '$1 ~ /^agenthub_runs_total\{/ { s += $2 } END { printf "%d", s }' "$m")
+    size=$(($(stat -c %s "$AH_DB") + $(stat -c %s "$AH_DB-wal" 2>/dev/null || echo 0)))
+    events=$(command -v sqlite3 >/dev/null && sqlite3 -readonly "$AH_DB" 'SELECT count(*) FROM run_events' 2>/dev/null || echo "?")
+    echo "STORE runs=$runs db_plus_wal_bytes=$size bytes_per_run=$((size / (runs > 0 ? runs : 1))) run_events_rows=$events" | tee -a "$RESULTS"
 }
 
 # ------------------------------------------------------------ phase: profile
@@ -417,7 +427,19 @@ phase_concurrent() {
     w0=$EPOCHREALTIME
     timeout $((BURSTS * (TIMEOUT_S + 5) + SUSTAIN_S + TIMEOUT_S + 30)) node "$BENCH_DIR/rt_concurrent.mjs" \
         --url "$url" --key "$AGENTHUB_ADMIN_KEY" --pid "$AH_PID" --concurrency "$CONCURRENCY" \
-        --bursts "$BURSTS" --sustain-s "$SUSTAIN_S" --timeout-s "$TIMEOUT_S" >"$out" 2>"$RUN_DIR/logs/concurrent.err" || rc=$?
+        --bursts "$BURSTS" --sustain-s "$SUSTAIN_S" --timeout-s "$TIMEOUT_S" >"$out" 2>"$RUN_DIR/logs/concurrent.err" &
+    local cpid=$!
+    BENCH_PIDS+=("$cpid")
+    if [[ "$CONC_PROFILE" == 1 ]]; then
+        # the bursts take ~1 s; sample the sustained part
+        sleep 2
+        bench_log "profile: perf record $((SUSTAIN_S - 2))s of the sustained concurrent runs"
+        perf record -e cpu-clock -F "$FREQ" --call-graph "$CALLGRAPH" -p "$AH_PID" -o "$RUN_DIR/perf_concurrent.data" \
+            -- sleep $((SUSTAIN_S - 2)) >"$RUN_DIR/logs/perf_record_concurrent.txt" 2>&1 ||
+            bench_log "perf record exited non-zero; see $RUN_DIR/logs/perf_record_concurrent.txt"
+    fi
+    wait "$cpid" || rc=$?
+    bench_forget_pid "$cpid"
     w1=$EPOCHREALTIME
     t1=$(bench_cpu_ticks "$AH_PID")
     thread_ticks "$AH_PID" >"$RUN_DIR/tmp/th1"

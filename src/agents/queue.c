@@ -88,27 +88,30 @@ static int claim_work(ah_db_t *db, void *arg)
         return 0;
     char ids[CLAIM_BATCH][48];
     id_list_t l = {ids, 0, (size_t)(j->max < CLAIM_BATCH ? j->max : CLAIM_BATCH)};
-    ah_db_val_t sel[2] = {ah_db_int(j->now), ah_db_int((int64_t)l.cap)};
-    rc =
-        ah_db_query(db,
-                    "SELECT id FROM runs WHERE (status = 'queued' AND " AH_SESSION_RUN_STARTABLE_SQL
-                    ") OR (status IN ('running', 'requires_action') AND lease_expires_at < ?) "
-                    "ORDER BY created_at LIMIT ?",
-                    sel, 2, collect_id, &l);
+    /* A claimed queued run stays 'queued' (with our lease) until it really starts, so a
+     * claim given back (agent at its limit) is never seen as running. */
+    ah_db_val_t sel[3] = {ah_db_int(j->now), ah_db_int(j->now), ah_db_int((int64_t)l.cap)};
+    rc = ah_db_query(db,
+                     "SELECT id FROM runs WHERE (status = 'queued' AND (lease_expires_at IS NULL "
+                     "OR lease_expires_at < ?) AND " AH_SESSION_RUN_STARTABLE_SQL
+                     ") OR (status IN ('running', 'requires_action') AND lease_expires_at < ?) "
+                     "ORDER BY created_at LIMIT ?",
+                     sel, 3, collect_id, &l);
     if (rc)
         return rc;
     j->recs = calloc(l.n ? l.n : 1, sizeof(ah_run_rec_t));
     if (!j->recs)
         return -ENOMEM;
     for (size_t i = 0; i < l.n; i++) {
-        ah_db_val_t up[5] = {ah_db_text(j->owner), ah_db_int(j->now + j->lease_ms),
-                             ah_db_int(j->now), ah_db_text(ids[i]), ah_db_int(j->now)};
+        ah_db_val_t up[6] = {ah_db_text(j->owner), ah_db_int(j->now + j->lease_ms),
+                             ah_db_int(j->now),    ah_db_text(ids[i]),
+                             ah_db_int(j->now),    ah_db_int(j->now)};
         rc = ah_db_query(db,
                          "UPDATE runs SET lease_owner = ?, lease_expires_at = ?, attempt = "
-                         "attempt + 1, status = 'running', updated_at = ? WHERE id = ? AND "
-                         "(status = 'queued' OR (status IN ('running', 'requires_action') AND "
-                         "lease_expires_at < ?))",
-                         up, 5, NULL, NULL);
+                         "attempt + 1, updated_at = ? WHERE id = ? AND ((status = 'queued' AND "
+                         "(lease_expires_at IS NULL OR lease_expires_at < ?)) OR (status IN "
+                         "('running', 'requires_action') AND lease_expires_at < ?))",
+                         up, 6, NULL, NULL);
         if (rc)
             return rc;
         if (ah_db_changes(db) != 1)
@@ -130,8 +133,7 @@ static int release_work(ah_db_t *db, void *arg)
     release_job_t *j = arg;
     ah_db_val_t v[2] = {ah_db_text(j->id), ah_db_text(j->owner)};
     return ah_db_query(db,
-                       "UPDATE runs SET lease_expires_at = 0, attempt = attempt - 1, status = "
-                       "CASE WHEN started_at IS NULL THEN 'queued' ELSE status END WHERE id = ? "
+                       "UPDATE runs SET lease_expires_at = 0, attempt = attempt - 1 WHERE id = ? "
                        "AND lease_owner = ?",
                        v, 2, NULL, NULL);
 }

@@ -127,6 +127,8 @@ struct ah_run {
     struct event *timer;
     bool persisting;
     void (*after_persist)(struct ah_run *);
+    bool persist_queued; /* a write was asked for while one was in flight: issued after it */
+    void (*queued_next)(struct ah_run *);
     bool finished, final_stored, counted, running_counted, listed;
     int busy;
     uint64_t t_start;
@@ -136,6 +138,7 @@ struct ah_run {
 };
 
 static void turn(ah_run_t *r);
+static void persist(ah_run_t *r, bool insert, void (*next)(ah_run_t *));
 static void fail(ah_run_t *r, const char *code, const char *msg);
 static void finish(ah_run_t *r, const char *status, const char *code, const char *msg);
 
@@ -426,6 +429,10 @@ static void persist_done(int rc, void *arg)
         if (next)
             next(r);
     }
+    if (r->persist_queued && !r->persisting) {
+        r->persist_queued = false;
+        persist(r, false, r->queued_next);
+    }
     release(r);
 }
 
@@ -478,6 +485,12 @@ static void flush_events(ah_run_t *r)
 /* Stores the run row and the pending events, then calls next (on the loop). */
 static void persist(ah_run_t *r, bool insert, void (*next)(ah_run_t *))
 {
+    if (r->persisting) {
+        /* One write of the run at a time, in order: this one follows the one in flight. */
+        r->persist_queued = true;
+        r->queued_next = next;
+        return;
+    }
     persist_job_t *j = calloc(1, sizeof(*j));
     char *state = NULL;
     json_t *st = json_pack("{s:O, s:s, s:i}", "messages", r->messages, "agent",
@@ -569,6 +582,7 @@ static void finish(ah_run_t *r, const char *status, const char *code, const char
 {
     if (r->finished)
         return;
+    r->persist_queued = false; /* the final write below supersedes a queued one */
     r->finished = true;
     if (r->gw) {
         ah_gateway_cancel(r->gw);
@@ -1139,7 +1153,16 @@ static void turn(ah_run_t *r)
         fail(r, "max_turns_exceeded", m);
         return;
     }
-    persist(r, false, call_model);
+    /*
+     * The state write goes out and the model call starts without waiting for
+     * it: what a crash could lose here is only this model call (the tool
+     * results it needs are already stored as events, and the writer keeps the
+     * order), and a resumed run simply asks the model again. The write that
+     * must land first - the model's tool calls, before any tool runs - is
+     * awaited in run_tools.
+     */
+    persist(r, false, NULL);
+    call_model(r);
 }
 
 static void prepared(void *ud, int rc, const char *err)
