@@ -27,6 +27,7 @@
 #include "core/clock.h"
 #include "core/ids.h"
 #include "core/log.h"
+#include "gateway/limits.h"
 #include "gateway/usage.h"
 #include "store/runs_idem.h"
 #include "store/sessions.h"
@@ -127,7 +128,11 @@ struct ah_run {
     struct event *timer;
     bool persisting;
     void (*after_persist)(struct ah_run *);
-    bool persist_queued; /* a write was asked for while one was in flight: issued after it */
+    bool persist_queued;       /* a write was asked for while one was in flight: issued after it */
+    ah_limits_ticket_t ticket; /* the current model call's admission (gateway/limits.h) */
+    ah_limits_result_t lres;
+    bool ticket_held, admitting, admitting_async;
+    struct event *limit_timer; /* waiting out a rate limit */
     void (*queued_next)(struct ah_run *);
     bool finished, final_stored, counted, running_counted, listed;
     int busy;
@@ -138,6 +143,7 @@ struct ah_run {
 };
 
 static void turn(ah_run_t *r);
+static void call_model(ah_run_t *r);
 static void persist(ah_run_t *r, bool insert, void (*next)(ah_run_t *));
 static void fail(ah_run_t *r, const char *code, const char *msg);
 static void finish(ah_run_t *r, const char *status, const char *code, const char *msg);
@@ -194,6 +200,10 @@ static void run_free(ah_run_t *r)
     free(r->pev);
     if (r->timer)
         event_free(r->timer);
+    if (r->limit_timer)
+        event_free(r->limit_timer);
+    if (r->ticket_held && rt->d.limits)
+        ah_limits_finish(rt->d.limits, &r->ticket, 0);
     ah_tool_catalog_free(&r->cat);
     json_decref(r->messages);
     json_decref(r->seen_calls);
@@ -789,6 +799,11 @@ static void gw_done(void *ud, int rc, const ah_gw_result_t *res)
         };
         ah_usage_record(rt->d.usage, &u);
     }
+    if (r->ticket_held && rt->d.limits) {
+        ah_limits_finish(rt->d.limits, &r->ticket,
+                         r->usage.prompt_tokens + r->usage.completion_tokens);
+        r->ticket_held = false;
+    }
     r->rec.prompt_tokens += r->usage.prompt_tokens;
     r->rec.completion_tokens += r->usage.completion_tokens;
     r->rec.cost_usd += cost;
@@ -807,7 +822,73 @@ static void gw_done(void *ud, int rc, const ah_gw_result_t *res)
 
 static const ah_gw_sink_t gw_sink = {gw_head, gw_data, gw_done};
 
+static void do_call_model(ah_run_t *r);
+
+static void on_limit_retry(evutil_socket_t fd, short what, void *arg)
+{
+    ah_run_t *r = arg;
+    (void)fd;
+    (void)what;
+    hold(r);
+    call_model(r);
+    release(r);
+}
+
+/* The key's (and model's) rate limits and budget, as for any gateway request. */
+static void model_admitted(void *ud, const ah_limits_result_t *res)
+{
+    ah_run_t *r = ud;
+    hold(r);
+    bool async = r->admitting_async;
+    r->admitting = false;
+    r->admitting_async = false;
+    if (r->finished) {
+        ah_limits_finish(r->rt->d.limits, &r->ticket, 0);
+    } else if (res->status == 429 && !res->retry) {
+        fail(r, res->code ? res->code : "budget_exceeded", res->message);
+    } else if (res->status == 429) {
+        /* Over a rate limit: the run waits (no thread) and asks again. */
+        double s = res->retry_after_s < 0.05 ? 0.05
+                   : res->retry_after_s > 60 ? 60
+                                             : res->retry_after_s;
+        if (!r->limit_timer)
+            r->limit_timer = evtimer_new(ah_loop_base(r->loop), on_limit_retry, r);
+        struct timeval tv = {(time_t)s, (suseconds_t)((s - (double)(time_t)s) * 1e6)};
+        if (r->limit_timer)
+            evtimer_add(r->limit_timer, &tv);
+    } else {
+        r->ticket_held = true;
+        do_call_model(r);
+    }
+    if (async)
+        release(r); /* the hold taken while the limiter decided */
+    release(r);
+}
+
 static void call_model(ah_run_t *r)
+{
+    if (r->finished)
+        return;
+    ah_limits_t *lim = r->rt->d.limits;
+    if (!lim) {
+        do_call_model(r);
+        return;
+    }
+    r->admitting = true;
+    int rc =
+        ah_limits_admit(lim, r->loop, r->rec.key_id, r->spec->model, (int64_t)(r->req_body.len / 4),
+                        &r->ticket, &r->lres, model_admitted, r);
+    if (rc == 0)
+        model_admitted(r, &r->lres);
+    else if (rc != -EINPROGRESS)
+        do_call_model(r); /* the limiter failed: do not block the run on it */
+    else {
+        r->admitting_async = true;
+        hold(r); /* released by model_admitted */
+    }
+}
+
+static void do_call_model(ah_run_t *r)
 {
     if (r->finished)
         return;

@@ -39,6 +39,7 @@ typedef struct ah_runtime_deps {
     ah_registry_t *registry;
     struct ah_usage *usage;       /* may be NULL */
     struct ah_webhooks *webhooks; /* may be NULL: deliveries still go out on the next poll */
+    struct ah_limits *limits;     /* may be NULL: runs' model calls then have no rate limits */
 } ah_runtime_deps_t;
 
 typedef struct ah_run_opts {

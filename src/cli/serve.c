@@ -333,7 +333,8 @@ int ah_cli_serve(int argc, char **argv)
                             .gateway = app.gateway,
                             .registry = app.registry,
                             .usage = app.usage,
-                            .webhooks = app.webhooks};
+                            .webhooks = app.webhooks,
+                            .limits = app.limits};
     app.runtime = ah_runtime_new(&rd);
     if (!app.runtime) {
         ah_log(AH_LOG_ERROR, "runtime", "cannot create the agent runtime", AH_LF_END);
