@@ -197,16 +197,16 @@ profile_run() { # ah_pid url up_pid
         echo "# load while profiled: rps=$(kv "$res" rps) p50_ms=$(kv "$res" p50_ms) p99_ms=$(kv "$res" p99_ms) agenthub cpu%=$(kv "$res" cpu) upstream cpu%=$(kv "$res" up) wrk%=$(kv "$res" wrk) other%=$(kv "$res" other)"
         echo
         echo "## by DSO (self)"
-        perf report -i "$data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -15
+        perf report -i "$data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -15 || true
         echo
         echo "## top $PROFILE_TOP symbols by DSO and function (self)"
         perf report -i "$data" --no-children --sort dso,sym --stdio -g none --percent-limit 0.3 2>/dev/null |
-            grep -v '^#' | grep -v '^$' | head -"$PROFILE_TOP"
+            grep -v '^#' | grep -v '^$' | head -"$PROFILE_TOP" || true
         if [[ "$PROFILE_CALLGRAPH" != none ]]; then
             echo
             echo "## inclusive (children) over all samples: agenthub's and libcurl's entry points, top 30"
             perf report -i "$data" --children --sort dso,sym --stdio -g none 2>/dev/null |
-                grep -E ' (agenthub|libcurl[^ ]*) ' | head -30
+                grep -E ' (agenthub|libcurl[^ ]*) ' | head -30 || true
         fi
     } >"$RUN_DIR/profile.txt"
     bench_log "profile written to $RUN_DIR/profile.txt (perf report -i $data)"

@@ -50,9 +50,10 @@
 # Target: kill -> last run.resumed <= 2 x LEASE_S. Completion adds the model
 # call made again (SLOW_MS).
 #
-# Profile: perf record -e cpu-clock -F FREQ --call-graph CALLGRAPH -p <hub>
-# for PROFILE_S s inside a (PROFILE_S + 2) s async wrk run on a fresh SQLite
-# hub; by thread, by DSO, top symbols, inclusive; RUN_DIR/profile.txt.
+# Profile, per PROFILE_STORES: perf record -e cpu-clock -F FREQ --call-graph
+# CALLGRAPH -p <hub>[,<its PostgreSQL backends>] for PROFILE_S s inside a
+# (PROFILE_S + 2) s async wrk run on a fresh hub (PostgreSQL: fsync=off); by
+# thread, by DSO, top symbols, inclusive; RUN_DIR/profile_<store>.txt.
 #
 # Environment knobs [defaults]:
 #   PHASES="sqlite postgres takeover profile"
@@ -62,7 +63,7 @@
 #   PG_STATS=1  load pg_stat_statements; per measured run: statements per run
 #               and server execution time (RUN_DIR/pg_statements_*.txt)
 #   TAKEOVER_ROUNDS=3 TAKEOVER_RUNS=50 LEASE_S=2 SLOW_MS=2000
-#   PROFILE_S=5 FREQ=999 CALLGRAPH=dwarf (dwarf, fp, none)
+#   PROFILE_S=5 FREQ=999 CALLGRAPH=dwarf (dwarf, fp, none) PROFILE_STORES="sqlite postgres"
 #   STORE_DIR=""  put the SQLite databases there (e.g. /dev/shm); removed at exit
 #   AGENTHUB_BIN, RUN_DIR, KEEP_RUN_DIR, QUIET_MAX, QUIET_PCT, WRK_WAIT_MAX: see lib.sh
 #
@@ -93,11 +94,13 @@ TAKEOVER_RUNS=${TAKEOVER_RUNS:-50}
 LEASE_S=${LEASE_S:-2}
 SLOW_MS=${SLOW_MS:-2000}
 PROFILE_S=${PROFILE_S:-5}
+PROFILE_STORES=${PROFILE_STORES:-sqlite postgres}
 FREQ=${FREQ:-999}
 CALLGRAPH=${CALLGRAPH:-dwarf}
 STORE_DIR=${STORE_DIR:-}
 STORE_FILES=()
 PG_DIRS=() # data directories of the PostgreSQL servers we started
+PG_PID=""
 
 pg_cleanup() {
     local d
@@ -358,7 +361,7 @@ phase_sqlite() {
 }
 
 # ------------------------------------------------------------ postgres ------
-PG_PORT="" PG_PID="" PG_DIR=""
+PG_PORT="" PG_DIR=""
 pg_start() { # fsync on|off
     [[ -x "$PG_BIN/initdb" && -x "$PG_BIN/pg_ctl" ]] || bench_die "no PostgreSQL at $PG_BIN (apt-get install postgresql-15, or PG_BIN=)"
     id -u "$PG_USER" >/dev/null 2>&1 || bench_die "no user $PG_USER to run PostgreSQL as (PG_USER=)"
@@ -388,6 +391,7 @@ pg_stop() {
     local keep=() d
     for d in "${PG_DIRS[@]}"; do [[ "$d" == "$PG_DIR" ]] || keep+=("$d"); done
     PG_DIRS=("${keep[@]+"${keep[@]}"}")
+    PG_PID=""
 }
 
 phase_postgres() {
@@ -458,34 +462,41 @@ phase_takeover() {
 }
 
 # ------------------------------------------------------------ profile -------
-phase_profile() {
-    local data="$RUN_DIR/perf.data" cg=() res out="$RUN_DIR/profile.txt" perf_pid
-    perf stat -e cpu-clock true >/dev/null 2>&1 || bench_die "perf cannot count cpu-clock here (perf_event_paranoid?)"
+profile_one() { # sqlite|postgres
+    local kind=$1 data="$RUN_DIR/perf_$1.data" cg=() res out="$RUN_DIR/profile_$1.txt" perf_pid pids
     [[ "$CALLGRAPH" == none ]] || cg=(--call-graph "$CALLGRAPH")
-    STORE_KIND=sqlite
-    STORE_DB=$(sqlite_path profile)
-    start_hub profile "sqlite://$STORE_DB"
+    STORE_KIND=$kind
+    if [[ "$kind" == sqlite ]]; then
+        STORE_DB=$(sqlite_path profile_sqlite)
+        start_hub profile_sqlite "sqlite://$STORE_DB"
+    else
+        pg_start off
+        start_hub profile_pg "postgres://agenthub@127.0.0.1:$PG_PORT/agenthub"
+    fi
     check_run
+    pids=$AH_PID
+    # PostgreSQL: the hub's backends too (children of the postmaster, all connected by now)
+    [[ "$kind" == sqlite ]] || pids+=",$(pgrep -d, -P "$PG_PID")"
     export RUN_MODE=async
     bench_wait_no_wrk
     bench_wait_quiet
-    bench_log "profile: perf record ${PROFILE_S}s during async q-noop c=$CONNS"
+    bench_log "profile $kind: perf record ${PROFILE_S}s during async q-noop c=$CONNS (pids $pids)"
     (
         sleep 1
-        exec perf record -e cpu-clock -F "$FREQ" "${cg[@]}" -p "$AH_PID" -o "$data" -- sleep "$PROFILE_S"
-    ) >"$RUN_DIR/logs/perf_record.txt" 2>&1 &
+        exec perf record -e cpu-clock -F "$FREQ" "${cg[@]}" -p "$pids" -o "$data" -- sleep "$PROFILE_S"
+    ) >"$RUN_DIR/logs/perf_record_$kind.txt" 2>&1 &
     perf_pid=$!
     BENCH_PIDS+=("$perf_pid")
-    res=$(bench_wrk_lua profiled_async "$CONNS" "$((PROFILE_S + 2))s" "http://127.0.0.1:$AH_PORT/v1/agents/q-noop/runs" \
-        "$BENCH_DIR/queue_post.lua" "$AH_PID" "") || exit 1
-    wait "$perf_pid" || bench_log "perf record exited non-zero; see $RUN_DIR/logs/perf_record.txt"
+    res=$(bench_wrk_lua "profiled_async_$kind" "$CONNS" "$((PROFILE_S + 2))s" "http://127.0.0.1:$AH_PORT/v1/agents/q-noop/runs" \
+        "$BENCH_DIR/queue_post.lua" "$AH_PID" "${PG_PID:-}") || exit 1
+    wait "$perf_pid" || bench_log "perf record exited non-zero; see $RUN_DIR/logs/perf_record_$kind.txt"
     bench_forget_pid "$perf_pid"
     drain || true
     (
         set +o pipefail
-        echo "# perf: async q-noop POSTs, wrk -t1 -c$CONNS, ${PROFILE_S}s of $((PROFILE_S + 2))s, $WORKERS workers, SQLite, cpu-clock @ $FREQ Hz, call graph $CALLGRAPH"
+        echo "# perf: async q-noop POSTs, wrk -t1 -c$CONNS, ${PROFILE_S}s of $((PROFILE_S + 2))s, $WORKERS workers, $kind, cpu-clock @ $FREQ Hz, call graph $CALLGRAPH"
         echo "# load while profiled: $res"
-        echo "## by thread (self)"
+        echo "## by thread (self; postgres = the hub's backends)"
         perf report -i "$data" --no-children --sort comm --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -10
         echo "## by thread, DSO (self)"
         perf report -i "$data" --no-children --sort comm,dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -25
@@ -495,11 +506,18 @@ phase_profile() {
         if [[ "$CALLGRAPH" != none ]]; then
             echo "## inclusive (children) >= 2 %, per thread"
             perf report -i "$data" --children --sort comm,dso,sym --stdio -g none --percent-limit 2 2>/dev/null |
-                grep -v '^#' | grep -v '^$' | head -120
+                grep -v '^#' | grep -v '^$' | head -150
         fi
     ) >"$out"
     bench_log "profile written to $out"
     ah_stop "$AH_PID"
+    [[ "$kind" == sqlite ]] || pg_stop
+}
+
+phase_profile() {
+    local k
+    perf stat -e cpu-clock true >/dev/null 2>&1 || bench_die "perf cannot count cpu-clock here (perf_event_paranoid?)"
+    for k in $PROFILE_STORES; do profile_one "$k"; done
 }
 
 # ------------------------------------------------------------ main ----------

@@ -185,7 +185,7 @@ for i in $(seq 1 "$MOCKS"); do
     MOCK_STATS+="mock$i $(curl -s -m 5 "http://127.0.0.1:${MOCK_PORTS[i - 1]}/mock/stats" | grep -o '"requests":[0-9]*,"aborted":[0-9]*,"failed":[0-9]*' | head -1); "
 done
 ERR_LINES=$(grep -vc 'admin key is shorter' "$RUN_DIR/logs/agenthub.err" || true)
-ERR_FIRST=$({ grep -v 'admin key is shorter' "$RUN_DIR/logs/agenthub.err" || true; } | head -2 | cut -c1-220)
+ERR_FIRST=$({ grep -v 'admin key is shorter' "$RUN_DIR/logs/agenthub.err" || true; } | head -2 | cut -c1-220 || true)
 ah_stop "$AH_PID"
 
 # ------------------------------------------------------------ report --------
