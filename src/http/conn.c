@@ -31,7 +31,7 @@ static void conn_ref(conn_t *c)
 
 /* Connections kept per worker for reuse: allocating and freeing ~22 KB per
  * connection fragments the heap under connection churn (RSS creeps up). */
-#define CONN_CACHE_MAX 256
+#define CONN_CACHE_MAX 64
 #define KEEP_BUF_MAX   (64u * 1024)
 
 static void conn_destroy(conn_t *c)
@@ -50,10 +50,10 @@ void ah_http_conn_unref(conn_t *c)
     worker_t *w = c->w;
     if (w->n_free < CONN_CACHE_MAX && !w->draining) {
         /* Keep it, with buffers of a normal size, for the next accept. */
-        if (c->in.cap > KEEP_BUF_MAX)
-            ah_buf_free(&c->in);
-        if (c->out.cap > KEEP_BUF_MAX)
-            ah_buf_free(&c->out);
+        /* The I/O buffers go back to malloc (uniform sizes it reuses well); the struct, its
+         * arena block and body buffer stay. */
+        ah_buf_free(&c->in);
+        ah_buf_free(&c->out);
         if (c->req.body.cap > KEEP_BUF_MAX)
             ah_buf_free(&c->req.body);
         ah_buf_reset(&c->in);
