@@ -430,10 +430,8 @@ static bool query_version(agent_job_t *j)
     const char *v = ah_http_req_query(j->req, "version");
     if (!v || !*v)
         return true;
-    char *end;
-    errno = 0;
-    long long n = strtoll(v, &end, 10);
-    if (errno || *end || n < 1) {
+    long long n;
+    if (!ah_api_parse_int(v, 1, INT64_MAX, &n)) {
         ah_api_invalid(j->req, 400, "version", "version must be a whole number from 1");
         return false;
     }

@@ -8,7 +8,11 @@
  */
 #include "api/api.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -304,4 +308,44 @@ void ah_api_invalid(ah_http_req_t *req, int status, const char *param, const cha
     va_end(ap);
     ah_http_reply_error(req, status, "invalid_request_error",
                         status == 422 ? "invalid_value" : "invalid_request", param, msg);
+}
+
+bool ah_api_parse_int(const char *s, long long lo, long long hi, long long *out)
+{
+    if (!s || !*s || !isdigit((unsigned char)*s))
+        return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+bool ah_api_page_params(ah_http_req_t *req, int def, int max, const char *item, int *limit,
+                        long long *before)
+{
+    const char *v;
+    long long n;
+    *limit = def;
+    *before = 0;
+    if ((v = ah_http_req_query(req, "limit"))) {
+        if (!ah_api_parse_int(v, 1, max, &n)) {
+            ah_api_invalid(req, 400, "limit", "limit must be a number from 1 to %d", max);
+            return false;
+        }
+        *limit = (int)n;
+    }
+    if ((v = ah_http_req_query(req, "before"))) {
+        if (!ah_api_parse_int(v, 1, INT64_MAX, &n)) {
+            ah_api_invalid(req, 400, "before",
+                           "before must be a time in ms since the epoch (the created_at of the "
+                           "last %s of the previous page)",
+                           item);
+            return false;
+        }
+        *before = n;
+    }
+    return true;
 }

@@ -62,6 +62,17 @@ void ah_api_on_worker_stop(ah_loop_t *loop, int index, void *ud);
 void ah_api_invalid(ah_http_req_t *req, int status, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/** Parses a decimal integer in [lo, hi] (digits only, no sign or spaces).
+ *  false when s is NULL, empty or not such a number. */
+bool ah_api_parse_int(const char *s, long long lo, long long hi, long long *out);
+
+/** Reads the list-page query parameters ?limit= (1..max, default def) and
+ *  ?before= (ms since the epoch; 0 when absent). `item` names what a page
+ *  holds ("run", "delivery") in the error. Replies 400 and returns false when
+ *  either is malformed. */
+bool ah_api_page_params(ah_http_req_t *req, int def, int max, const char *item, int *limit,
+                        long long *before);
+
 /* Handlers, grouped by file. */
 void ah_api_healthz(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);
 void ah_api_readyz(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who);

@@ -72,20 +72,6 @@ static void out_of_memory(ah_http_req_t *req)
     ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "out of memory");
 }
 
-/* Parses a decimal integer in [lo, hi]. false when s is not one. */
-static bool parse_int(const char *s, long long lo, long long hi, long long *out)
-{
-    if (!s || !*s || !isdigit((unsigned char)*s))
-        return false;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* The run id of the path, or NULL when it cannot name a run (then: 404). */
 static bool copy_run_id(ah_http_req_t *req, char *out, size_t outsz)
 {
@@ -194,7 +180,6 @@ void ah_api_runs_list(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *w
     j->req = req;
     ah_buf_init(&j->out, 0);
     const char *v;
-    long long n;
 
     /* Query strings live in the request's arena until the terminal reply. */
     if ((v = ah_http_req_query(req, "agent")) && *v)
@@ -211,24 +196,11 @@ void ah_api_runs_list(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *w
         }
         j->f.status = v;
     }
-    j->limit = RUNS_LIST_DEFAULT;
-    if ((v = ah_http_req_query(req, "limit"))) {
-        if (!parse_int(v, 1, RUNS_LIST_MAX, &n)) {
-            ah_api_invalid(req, 400, "limit", "limit must be a number from 1 to %d", RUNS_LIST_MAX);
-            goto fail;
-        }
-        j->limit = (int)n;
-    }
+    long long before;
+    if (!ah_api_page_params(req, RUNS_LIST_DEFAULT, RUNS_LIST_MAX, "run", &j->limit, &before))
+        goto fail;
     j->f.limit = j->limit + 1;
-    if ((v = ah_http_req_query(req, "before"))) {
-        if (!parse_int(v, 1, INT64_MAX, &n)) {
-            ah_api_invalid(req, 400, "before",
-                           "before must be a time in ms since the epoch (the created_at of the "
-                           "last run of the previous page)");
-            goto fail;
-        }
-        j->f.before = n;
-    }
+    j->f.before = before;
     owner_of(who, j->owner, sizeof(j->owner));
     if (j->owner[0])
         j->f.key_id = j->owner;
@@ -626,7 +598,7 @@ void ah_api_runs_events(ah_http_req_t *req, ah_app_t *app, const ah_principal_t 
         v = ah_http_req_query(req, "after");
         param = "after";
     }
-    if (v && *v && !parse_int(v, 0, INT64_MAX, &after)) {
+    if (v && *v && !ah_api_parse_int(v, 0, INT64_MAX, &after)) {
         ah_api_invalid(req, 400, param, "%s must be an event id (a number >= 0)", param);
         return;
     }
@@ -648,7 +620,7 @@ void ah_api_runs_events(ah_http_req_t *req, ah_app_t *app, const ah_principal_t 
     j->limit = EVENTS_LIST_DEFAULT;
     long long n;
     if ((v = ah_http_req_query(req, "limit"))) {
-        if (!parse_int(v, 1, EVENTS_LIST_MAX, &n)) {
+        if (!ah_api_parse_int(v, 1, EVENTS_LIST_MAX, &n)) {
             ah_api_invalid(req, 400, "limit", "limit must be a number from 1 to %d",
                            EVENTS_LIST_MAX);
             free(j);

@@ -50,20 +50,6 @@ static void not_found(ah_http_req_t *req)
                         "no webhook delivery with this id");
 }
 
-/* Parses a decimal integer in [lo, hi]. false when s is not one. */
-static bool parse_int(const char *s, long long lo, long long hi, long long *out)
-{
-    if (!s || !*s || !isdigit((unsigned char)*s))
-        return false;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
 static json_t *int_or_null(int64_t v)
 {
     return v ? json_integer(v) : json_null();
@@ -179,7 +165,6 @@ void ah_api_webhooks_list(ah_http_req_t *req, ah_app_t *app, const ah_principal_
     }
     j->req = req;
     const char *v;
-    long long n;
     if ((v = ah_http_req_query(req, "status")) && *v) {
         if (!ah_webhook_status_valid(v)) {
             ah_api_invalid(req, 400, "status",
@@ -197,24 +182,11 @@ void ah_api_webhooks_list(ah_http_req_t *req, ah_app_t *app, const ah_principal_
         snprintf(j->run_id, sizeof(j->run_id), "%s", v);
         j->f.run_id = j->run_id;
     }
-    j->limit = LIST_DEFAULT;
-    if ((v = ah_http_req_query(req, "limit"))) {
-        if (!parse_int(v, 1, LIST_MAX, &n)) {
-            ah_api_invalid(req, 400, "limit", "limit must be a number from 1 to %d", LIST_MAX);
-            goto fail;
-        }
-        j->limit = (int)n;
-    }
+    long long before;
+    if (!ah_api_page_params(req, LIST_DEFAULT, LIST_MAX, "delivery", &j->limit, &before))
+        goto fail;
     j->f.limit = j->limit + 1;
-    if ((v = ah_http_req_query(req, "before"))) {
-        if (!parse_int(v, 1, INT64_MAX, &n)) {
-            ah_api_invalid(req, 400, "before",
-                           "before must be a time in ms since the epoch (the created_at of the "
-                           "last delivery of the previous page)");
-            goto fail;
-        }
-        j->f.before = n;
-    }
+    j->f.before = before;
     int rc =
         ah_store_submit(app->store, AH_STORE_READ, list_work, list_done, ah_http_req_loop(req), j);
     if (rc) {
