@@ -289,6 +289,26 @@ int ah_json_validate(const char *s, size_t n, size_t *err_off)
     return rc;
 }
 
+/* The character a one-letter escape (\n, \t, ...) stands for; any other
+ * letter stands for itself (\", \\, \/). \u is handled by the callers. */
+static char unescape_simple(char e)
+{
+    switch (e) {
+    case 'n':
+        return '\n';
+    case 't':
+        return '\t';
+    case 'r':
+        return '\r';
+    case 'b':
+        return '\b';
+    case 'f':
+        return '\f';
+    default:
+        return e;
+    }
+}
+
 /* Compares the raw key span (between quotes) with key, resolving simple escapes. */
 static bool key_equals(const char *p, size_t n, const char *key)
 {
@@ -299,23 +319,7 @@ static bool key_equals(const char *p, size_t n, const char *key)
             if (i + 1 >= n)
                 return false;
             char e = p[++i];
-            switch (e) {
-            case 'n':
-                c = '\n';
-                break;
-            case 't':
-                c = '\t';
-                break;
-            case 'r':
-                c = '\r';
-                break;
-            case 'b':
-                c = '\b';
-                break;
-            case 'f':
-                c = '\f';
-                break;
-            case 'u': {
+            if (e == 'u') {
                 if (i + 4 >= n)
                     return false;
                 int v = 0;
@@ -325,11 +329,8 @@ static bool key_equals(const char *p, size_t n, const char *key)
                     return false; /* keys we look up are ASCII */
                 c = (char)v;
                 i += 4;
-                break;
-            }
-            default:
-                c = e;
-                break;
+            } else {
+                c = unescape_simple(e);
             }
         }
         if (key[k] != c)
@@ -405,7 +406,7 @@ int ah_json_path(const ah_jspan_t *obj, const char *path, ah_jspan_t *out)
 
 int ah_json_int(const ah_jspan_t *v, int64_t *out)
 {
-    if (v->type != AH_JSON_NUMBER || v->n == 0 || v->n > 19)
+    if (v->type != AH_JSON_NUMBER || v->n == 0 || v->n > 20)
         return -EINVAL;
     size_t i = 0;
     bool neg = v->p[0] == '-';
@@ -413,14 +414,19 @@ int ah_json_int(const ah_jspan_t *v, int64_t *out)
         i++;
     if (i >= v->n)
         return -EINVAL;
-    int64_t x = 0;
+    /* Accumulate unsigned so 19-digit values past INT64_MAX are refused, not overflowed. */
+    const uint64_t lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    uint64_t x = 0;
     for (; i < v->n; i++) {
         char c = v->p[i];
         if (c < '0' || c > '9')
             return -EINVAL; /* fraction or exponent */
-        x = x * 10 + (c - '0');
+        uint64_t d = (uint64_t)(c - '0');
+        if (x > (lim - d) / 10)
+            return -EINVAL;
+        x = x * 10 + d;
     }
-    *out = neg ? -x : x;
+    *out = neg ? (int64_t)(0 - x) : (int64_t)x;
     return 0;
 }
 
@@ -468,24 +474,7 @@ int ah_json_str(const ah_jspan_t *v, ah_buf_t *out)
         if (i + 1 >= n)
             return -EINVAL;
         char e = p[++i];
-        char c;
-        switch (e) {
-        case 'n':
-            c = '\n';
-            break;
-        case 't':
-            c = '\t';
-            break;
-        case 'r':
-            c = '\r';
-            break;
-        case 'b':
-            c = '\b';
-            break;
-        case 'f':
-            c = '\f';
-            break;
-        case 'u': {
+        if (e == 'u') {
             if (i + 4 >= n)
                 return -EINVAL;
             uint32_t cp = 0;
@@ -508,11 +497,7 @@ int ah_json_str(const ah_jspan_t *v, ah_buf_t *out)
             start = i + 1;
             continue;
         }
-        default:
-            c = e;
-            break;
-        }
-        if ((rc = ah_buf_putc(out, c)))
+        if ((rc = ah_buf_putc(out, unescape_simple(e))))
             return rc;
         start = i + 1;
     }
