@@ -61,7 +61,7 @@ static agent_job_t *job_new(ah_http_req_t *req, ah_app_t *app, const ah_principa
 {
     agent_job_t *j = calloc(1, sizeof(*j));
     if (!j) {
-        ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "out of memory");
+        ah_api_out_of_memory(req);
         return NULL;
     }
     j->req = req;
@@ -93,18 +93,14 @@ static void reply_json_obj(ah_http_req_t *req, int status, json_t *o)
     free(s);
 }
 
-static void store_error(ah_http_req_t *req, int rc)
+static void agent_store_error(ah_http_req_t *req, int rc)
 {
     if (rc == -EAGAIN) {
         ah_http_reply_error(req, 409, NULL, "conflict", NULL,
                             "the agent was changed by another request at the same time; retry");
         return;
     }
-    if (rc == -EBUSY)
-        ah_http_req_add_header(req, "Retry-After", "1");
-    ah_http_reply_error(req, 503, NULL, "store_unavailable", NULL,
-                        rc == -EBUSY ? "the store is busy; retry"
-                                     : "the store failed this request");
+    ah_api_store_error(req, rc);
 }
 
 static void submit(agent_job_t *j, unsigned flags, ah_store_work_fn work, ah_store_done_fn done)
@@ -113,7 +109,7 @@ static void submit(agent_job_t *j, unsigned flags, ah_store_work_fn work, ah_sto
     if (rc) {
         ah_http_req_t *req = j->req;
         job_free(j);
-        store_error(req, rc);
+        agent_store_error(req, rc);
     }
 }
 
@@ -230,7 +226,7 @@ static void create_done(int rc, void *arg)
     } else if (rc == -EINVAL && p->errs.n) {
         reply_spec_errors(j->req, 422, &p->errs);
     } else {
-        store_error(j->req, rc);
+        agent_store_error(j->req, rc);
     }
     job_free(j);
 }
@@ -264,7 +260,7 @@ void ah_api_agents_create(ah_http_req_t *req, ah_app_t *app, const ah_principal_
         else if (rc == -ENOMEM)
             status = 503;
         if (status == 503)
-            ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "out of memory");
+            ah_api_out_of_memory(req);
         else
             reply_spec_errors(req, status, &errs);
         ah_agent_errors_free(&errs);
@@ -336,7 +332,7 @@ static void list_done(int rc, void *arg)
         reply_json_obj(j->req, 200, o);
         json_decref(o);
     } else {
-        store_error(j->req, rc);
+        agent_store_error(j->req, rc);
     }
     job_free(j);
 }
@@ -399,7 +395,7 @@ static void get_done(int rc, void *arg)
                  (long long)j->version, (long long)j->row.latest_version);
         ah_http_reply_error(j->req, 404, NULL, "version_not_found", "version", msg);
     } else if (rc) {
-        store_error(j->req, rc);
+        agent_store_error(j->req, rc);
     } else if (j->yaml) {
         ah_buf_t y = AH_BUF_INIT;
         if (ah_agent_json_to_yaml(j->spec_json, strlen(j->spec_json), &y) == 0)
@@ -496,7 +492,7 @@ static void versions_done(int rc, void *arg)
     } else if (rc == -ENOENT) {
         not_found(j->req, j->name);
     } else {
-        store_error(j->req, rc);
+        agent_store_error(j->req, rc);
     }
     job_free(j);
 }
@@ -567,7 +563,7 @@ static void rollback_done(int rc, void *arg)
                  "agent \"%s\" is archived; apply a spec (POST /v1/agents) to restore it", j->name);
         ah_http_reply_error(j->req, 409, NULL, "agent_archived", NULL, msg);
     } else {
-        store_error(j->req, rc);
+        agent_store_error(j->req, rc);
     }
     job_free(j);
 }
@@ -652,7 +648,7 @@ static void archive_done(int rc, void *arg)
     } else if (rc == -ENOENT) {
         not_found(j->req, j->name);
     } else {
-        store_error(j->req, rc);
+        agent_store_error(j->req, rc);
     }
     job_free(j);
 }

@@ -274,7 +274,7 @@ void ah_api_dispatch(ah_http_req_t *req, const ah_route_t *route, void *ud)
     }
     ah_principal_t *who = ah_arena_alloc(ah_http_req_arena(req), sizeof(*who));
     if (!who) {
-        ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "out of memory");
+        ah_api_out_of_memory(req);
         return;
     }
     int rc = klen ? ah_keyring_lookup(app->keyring, key, klen, who) : -ENOENT;
@@ -348,4 +348,18 @@ bool ah_api_page_params(ah_http_req_t *req, int def, int max, const char *item, 
         *before = n;
     }
     return true;
+}
+
+void ah_api_store_error(ah_http_req_t *req, int rc)
+{
+    if (rc == -EBUSY)
+        ah_http_req_add_header(req, "Retry-After", "1");
+    ah_http_reply_error(req, 503, NULL, "store_unavailable", NULL,
+                        rc == -EBUSY ? "the store is busy; retry"
+                                     : "the store failed this request");
+}
+
+void ah_api_out_of_memory(ah_http_req_t *req)
+{
+    ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "out of memory");
 }

@@ -62,6 +62,13 @@ void ah_api_on_worker_stop(ah_loop_t *loop, int index, void *ud);
 void ah_api_invalid(ah_http_req_t *req, int status, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/** Replies 503 store_unavailable for a failed store call rc (-EBUSY: the
+ *  queue is full, "retry" with Retry-After: 1; anything else: the store failed). */
+void ah_api_store_error(ah_http_req_t *req, int rc);
+
+/** Replies 503 overloaded: "out of memory". */
+void ah_api_out_of_memory(ah_http_req_t *req);
+
 /** Parses a decimal integer in [lo, hi] (digits only, no sign or spaces).
  *  false when s is NULL, empty or not such a number. */
 bool ah_api_parse_int(const char *s, long long lo, long long hi, long long *out);

@@ -352,7 +352,7 @@ static void start(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who, 
 {
     chat_ctx_t *x = calloc(1, sizeof(*x));
     if (!x) {
-        ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "out of memory");
+        ah_api_out_of_memory(req);
         return;
     }
     x->req = req;

@@ -57,15 +57,6 @@ static void reply_json_obj(ah_http_req_t *req, int status, json_t *o)
     json_decref(o);
 }
 
-static void store_error(ah_http_req_t *req, int rc)
-{
-    if (rc == -EBUSY)
-        ah_http_req_add_header(req, "Retry-After", "1");
-    ah_http_reply_error(req, 503, NULL, "store_unavailable", NULL,
-                        rc == -EBUSY ? "the store is busy; retry"
-                                     : "the store failed this request");
-}
-
 /* ---- create ---- */
 
 static void create_done(int rc, void *arg)
@@ -79,7 +70,7 @@ static void create_done(int rc, void *arg)
             json_object_set_new(o, "key", json_string(a->key));
         reply_json_obj(j->req, 201, o);
     } else {
-        store_error(j->req, rc);
+        ah_api_store_error(j->req, rc);
     }
     explicit_bzero(a->key, sizeof(a->key));
     free(j);
@@ -139,7 +130,7 @@ void ah_api_keys_create(ah_http_req_t *req, ah_app_t *app, const ah_principal_t 
     key_job_t *j = calloc(1, sizeof(*j));
     if (!j) {
         json_decref(in);
-        ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "out of memory");
+        ah_api_out_of_memory(req);
         return;
     }
     j->req = req;
@@ -167,7 +158,7 @@ void ah_api_keys_create(ah_http_req_t *req, ah_app_t *app, const ah_principal_t 
     if (rc) {
         explicit_bzero(j->u.create.key, sizeof(j->u.create.key));
         free(j);
-        store_error(req, rc);
+        ah_api_store_error(req, rc);
     }
 }
 
@@ -182,7 +173,7 @@ static void list_done(int rc, void *arg)
             json_array_append_new(data, key_json(&j->u.list.recs[i]));
         reply_json_obj(j->req, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
     } else {
-        store_error(j->req, rc);
+        ah_api_store_error(j->req, rc);
     }
     ah_keys_list_free(&j->u.list);
     free(j);
@@ -193,7 +184,7 @@ void ah_api_keys_list(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *w
     (void)who;
     key_job_t *j = calloc(1, sizeof(*j));
     if (!j) {
-        ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "out of memory");
+        ah_api_out_of_memory(req);
         return;
     }
     j->req = req;
@@ -204,7 +195,7 @@ void ah_api_keys_list(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *w
                              ah_http_req_loop(req), j);
     if (rc) {
         free(j);
-        store_error(req, rc);
+        ah_api_store_error(req, rc);
     }
 }
 
@@ -224,7 +215,7 @@ static void get_done(int rc, void *arg)
     else if (rc == -ENOENT)
         ah_http_reply_error(j->req, 404, NULL, "key_not_found", "id", "no API key with this id");
     else
-        store_error(j->req, rc);
+        ah_api_store_error(j->req, rc);
     free(j);
 }
 
@@ -234,7 +225,7 @@ void ah_api_keys_get(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *wh
     const char *id = ah_http_req_param(req, "id");
     key_job_t *j = calloc(1, sizeof(*j));
     if (!j) {
-        ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "out of memory");
+        ah_api_out_of_memory(req);
         return;
     }
     if (!id || strlen(id) >= sizeof(j->id)) {
@@ -249,7 +240,7 @@ void ah_api_keys_get(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *wh
         ah_store_submit(app->store, AH_STORE_READ, get_work, get_done, ah_http_req_loop(req), j);
     if (rc) {
         free(j);
-        store_error(req, rc);
+        ah_api_store_error(req, rc);
     }
 }
 
@@ -268,7 +259,7 @@ static void revoke_done(int rc, void *arg)
     } else if (rc == -ENOENT) {
         ah_http_reply_error(j->req, 404, NULL, "key_not_found", "id", "no API key with this id");
     } else {
-        store_error(j->req, rc);
+        ah_api_store_error(j->req, rc);
     }
     free(j);
 }
@@ -278,7 +269,7 @@ void ah_api_keys_revoke(ah_http_req_t *req, ah_app_t *app, const ah_principal_t 
     const char *id = ah_http_req_param(req, "id");
     key_job_t *j = calloc(1, sizeof(*j));
     if (!j) {
-        ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "out of memory");
+        ah_api_out_of_memory(req);
         return;
     }
     j->req = req;
@@ -292,6 +283,6 @@ void ah_api_keys_revoke(ah_http_req_t *req, ah_app_t *app, const ah_principal_t 
                              ah_http_req_loop(req), j);
     if (rc) {
         free(j);
-        store_error(req, rc);
+        ah_api_store_error(req, rc);
     }
 }

@@ -53,15 +53,6 @@ static void reply_obj(ah_http_req_t *req, int status, json_t *o)
     json_decref(o);
 }
 
-static void store_error(ah_http_req_t *req, int rc)
-{
-    if (rc == -EBUSY)
-        ah_http_req_add_header(req, "Retry-After", "1");
-    ah_http_reply_error(req, 503, NULL, "store_unavailable", NULL,
-                        rc == -EBUSY ? "the store is busy; retry"
-                                     : "the store failed this request");
-}
-
 static json_t *opt_int(int64_t v)
 {
     return v < 0 ? json_null() : json_integer(v);
@@ -194,7 +185,7 @@ static void done(int rc, void *arg, bool put)
     } else if (rc == -ENOENT) {
         ah_http_reply_error(j->req, 404, NULL, "key_not_found", "id", "no API key with this id");
     } else {
-        store_error(j->req, rc);
+        ah_api_store_error(j->req, rc);
     }
     free(j);
 }
@@ -216,7 +207,7 @@ static limits_job_t *new_job(ah_http_req_t *req, ah_app_t *app, const ah_princip
     const char *id = ah_http_req_param(req, "id");
     limits_job_t *j = calloc(1, sizeof(*j));
     if (!j) {
-        ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "out of memory");
+        ah_api_out_of_memory(req);
         return NULL;
     }
     if (!id || !*id || strlen(id) >= sizeof(j->id)) {
@@ -243,7 +234,7 @@ void ah_api_key_limits_get(ah_http_req_t *req, ah_app_t *app, const ah_principal
         ah_store_submit(app->store, AH_STORE_READ, get_work, get_done, ah_http_req_loop(req), j);
     if (rc) {
         free(j);
-        store_error(req, rc);
+        ah_api_store_error(req, rc);
     }
 }
 
@@ -341,6 +332,6 @@ void ah_api_key_limits_put(ah_http_req_t *req, ah_app_t *app, const ah_principal
         ah_store_submit(app->store, AH_STORE_WRITE, put_work, put_done, ah_http_req_loop(req), j);
     if (rc) {
         free(j);
-        store_error(req, rc);
+        ah_api_store_error(req, rc);
     }
 }

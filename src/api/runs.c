@@ -133,7 +133,7 @@ static void start_run(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *w
 {
     run_http_t *h = calloc(1, sizeof(*h));
     if (!h) {
-        ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "out of memory");
+        ah_api_out_of_memory(req);
         return;
     }
     h->req = req;
@@ -247,7 +247,7 @@ static void idem_lookup(ah_http_req_t *req, ah_app_t *app, const ah_principal_t 
 {
     idem_job_t *j = calloc(1, sizeof(*j));
     if (!j) {
-        ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "out of memory");
+        ah_api_out_of_memory(req);
         return;
     }
     j->req = req;

@@ -53,23 +53,9 @@
 
 /* ---- helpers ---- */
 
-static void store_error(ah_http_req_t *req, int rc)
-{
-    if (rc == -EBUSY)
-        ah_http_req_add_header(req, "Retry-After", "1");
-    ah_http_reply_error(req, 503, NULL, "store_unavailable", NULL,
-                        rc == -EBUSY ? "the store is busy; retry"
-                                     : "the store failed this request");
-}
-
 static void not_found(ah_http_req_t *req)
 {
     ah_http_reply_error(req, 404, NULL, "run_not_found", "id", "no run with this id");
-}
-
-static void out_of_memory(ah_http_req_t *req)
-{
-    ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "out of memory");
 }
 
 /* The run id of the path, or NULL when it cannot name a run (then: 404). */
@@ -165,7 +151,7 @@ static void list_done(int rc, void *arg)
     if (rc >= 0)
         ah_http_reply_json(j->req, 200, j->out.data, j->out.len);
     else
-        store_error(j->req, rc);
+        ah_api_store_error(j->req, rc);
     ah_buf_free(&j->out);
     free(j);
 }
@@ -174,7 +160,7 @@ void ah_api_runs_list(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *w
 {
     list_job_t *j = calloc(1, sizeof(*j));
     if (!j) {
-        out_of_memory(req);
+        ah_api_out_of_memory(req);
         return;
     }
     j->req = req;
@@ -208,7 +194,7 @@ void ah_api_runs_list(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *w
     int rc =
         ah_store_submit(app->store, AH_STORE_READ, list_work, list_done, ah_http_req_loop(req), j);
     if (rc) {
-        store_error(req, rc);
+        ah_api_store_error(req, rc);
         goto fail;
     }
     return;
@@ -246,7 +232,7 @@ static void get_done(int rc, void *arg)
     else if (rc == -ENOENT)
         not_found(j->req);
     else
-        store_error(j->req, rc);
+        ah_api_store_error(j->req, rc);
     ah_buf_free(&j->out);
     free(j);
 }
@@ -255,7 +241,7 @@ void ah_api_runs_get(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *wh
 {
     get_job_t *j = calloc(1, sizeof(*j));
     if (!j) {
-        out_of_memory(req);
+        ah_api_out_of_memory(req);
         return;
     }
     if (!copy_run_id(req, j->id, sizeof(j->id))) {
@@ -270,7 +256,7 @@ void ah_api_runs_get(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *wh
         ah_store_submit(app->store, AH_STORE_READ, get_work, get_done, ah_http_req_loop(req), j);
     if (rc) {
         free(j);
-        store_error(req, rc);
+        ah_api_store_error(req, rc);
     }
 }
 
@@ -329,7 +315,7 @@ static void events_done(int rc, void *arg)
     else if (rc == -ENOENT)
         not_found(j->req);
     else
-        store_error(j->req, rc);
+        ah_api_store_error(j->req, rc);
     ah_buf_free(&j->out);
     free(j);
 }
@@ -494,7 +480,7 @@ static void follow_done(int rc, void *arg)
         if (rc == -ENOENT)
             not_found(f->req);
         else
-            store_error(f->req, rc);
+            ah_api_store_error(f->req, rc);
         follow_free(f);
         return;
     }
@@ -552,7 +538,7 @@ static void events_follow(ah_http_req_t *req, ah_app_t *app, const char *id, con
 {
     follow_t *f = calloc(1, sizeof(*f));
     if (!f) {
-        out_of_memory(req);
+        ah_api_out_of_memory(req);
         return;
     }
     f->req = req;
@@ -566,14 +552,14 @@ static void events_follow(ah_http_req_t *req, ah_app_t *app, const char *id, con
     f->ping_ev = event_new(base, -1, EV_PERSIST, follow_ping, f);
     if (!f->poll_ev || !f->ping_ev) {
         follow_free(f);
-        out_of_memory(req);
+        ah_api_out_of_memory(req);
         return;
     }
     int rc = ah_store_submit(app->store, AH_STORE_READ, follow_work, follow_done,
                              ah_http_req_loop(req), f);
     if (rc) {
         follow_free(f);
-        store_error(req, rc);
+        ah_api_store_error(req, rc);
         return;
     }
     f->in_flight = true;
@@ -609,7 +595,7 @@ void ah_api_runs_events(ah_http_req_t *req, ah_app_t *app, const ah_principal_t 
 
     events_job_t *j = calloc(1, sizeof(*j));
     if (!j) {
-        out_of_memory(req);
+        ah_api_out_of_memory(req);
         return;
     }
     j->req = req;
@@ -632,6 +618,6 @@ void ah_api_runs_events(ah_http_req_t *req, ah_app_t *app, const ah_principal_t 
                              ah_http_req_loop(req), j);
     if (rc) {
         free(j);
-        store_error(req, rc);
+        ah_api_store_error(req, rc);
     }
 }

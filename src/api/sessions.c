@@ -34,15 +34,6 @@ typedef struct session_job {
     ah_buf_t out;
 } session_job_t;
 
-static void store_error(ah_http_req_t *req, int rc)
-{
-    if (rc == -EBUSY)
-        ah_http_req_add_header(req, "Retry-After", "1");
-    ah_http_reply_error(req, 503, NULL, "store_unavailable", NULL,
-                        rc == -EBUSY ? "the store is busy; retry"
-                                     : "the store failed this request");
-}
-
 static void not_found(ah_http_req_t *req)
 {
     ah_http_reply_error(req, 404, NULL, "session_not_found", "id",
@@ -99,7 +90,7 @@ static session_job_t *job_new(ah_http_req_t *req, const ah_principal_t *who)
     }
     session_job_t *j = calloc(1, sizeof(*j));
     if (!j) {
-        ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "out of memory");
+        ah_api_out_of_memory(req);
         return NULL;
     }
     j->req = req;
@@ -125,7 +116,7 @@ static void submit(ah_http_req_t *req, ah_app_t *app, session_job_t *j, unsigned
     int rc = ah_store_submit(app->store, flags, work, done, ah_http_req_loop(req), j);
     if (rc) {
         job_free(j);
-        store_error(req, rc);
+        ah_api_store_error(req, rc);
     }
 }
 
@@ -151,7 +142,7 @@ static void get_done(int rc, void *arg)
     else if (rc == -ENOENT)
         not_found(j->req);
     else
-        store_error(j->req, rc);
+        ah_api_store_error(j->req, rc);
     job_free(j);
 }
 
@@ -186,7 +177,7 @@ static void delete_done(int rc, void *arg)
             ah_buf_puts(&j->out, ",\"object\":\"session\",\"deleted\":true}") == 0)
             ah_http_reply_json(j->req, 200, j->out.data, j->out.len);
         else
-            ah_http_reply_error(j->req, 503, NULL, "overloaded", NULL, "out of memory");
+            ah_api_out_of_memory(j->req);
     } else if (rc == -ENOENT) {
         not_found(j->req);
     } else if (j->held && j->busy_run_id[0]) {
@@ -202,7 +193,7 @@ static void delete_done(int rc, void *arg)
                             "a run is using this session; wait for it to finish, then delete "
                             "the session");
     } else {
-        store_error(j->req, rc);
+        ah_api_store_error(j->req, rc);
     }
     job_free(j);
 }

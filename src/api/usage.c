@@ -94,11 +94,7 @@ static void usage_done(int rc, void *arg)
     if (rc == 0) {
         ah_http_reply_json(j->req, 200, j->out.data, j->out.len);
     } else {
-        if (rc == -EBUSY)
-            ah_http_req_add_header(j->req, "Retry-After", "1");
-        ah_http_reply_error(j->req, 503, NULL, "store_unavailable", NULL,
-                            rc == -EBUSY ? "the store is busy; retry"
-                                         : "the store failed this request");
+        ah_api_store_error(j->req, rc);
     }
     ah_buf_free(&j->out);
     free(j);
@@ -131,7 +127,7 @@ void ah_api_usage(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who)
 {
     usage_job_t *j = calloc(1, sizeof(*j));
     if (!j) {
-        ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "out of memory");
+        ah_api_out_of_memory(req);
         return;
     }
     j->req = req;
@@ -213,9 +209,7 @@ void ah_api_usage(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who)
     int rc = ah_store_submit(app->store, AH_STORE_READ, usage_work, usage_done,
                              ah_http_req_loop(req), j);
     if (rc) {
-        if (rc == -EBUSY)
-            ah_http_req_add_header(req, "Retry-After", "1");
-        ah_http_reply_error(req, 503, NULL, "store_unavailable", NULL, "the store is busy; retry");
+        ah_api_store_error(req, rc);
         goto fail;
     }
     return;

@@ -30,20 +30,6 @@
 
 /* ---- helpers ---- */
 
-static void store_error(ah_http_req_t *req, int rc)
-{
-    if (rc == -EBUSY)
-        ah_http_req_add_header(req, "Retry-After", "1");
-    ah_http_reply_error(req, 503, NULL, "store_unavailable", NULL,
-                        rc == -EBUSY ? "the store is busy; retry"
-                                     : "the store failed this request");
-}
-
-static void out_of_memory(ah_http_req_t *req)
-{
-    ah_http_reply_error(req, 503, NULL, "overloaded", NULL, "out of memory");
-}
-
 static void not_found(ah_http_req_t *req)
 {
     ah_http_reply_error(req, 404, NULL, "delivery_not_found", "id",
@@ -149,7 +135,7 @@ static void list_done(int rc, void *arg)
     if (rc >= 0)
         reply_text(j->req, 200, j->out);
     else
-        store_error(j->req, rc);
+        ah_api_store_error(j->req, rc);
     json_decref(j->data);
     free(j->out);
     free(j);
@@ -160,7 +146,7 @@ void ah_api_webhooks_list(ah_http_req_t *req, ah_app_t *app, const ah_principal_
     (void)who;
     list_job_t *j = calloc(1, sizeof(*j));
     if (!j) {
-        out_of_memory(req);
+        ah_api_out_of_memory(req);
         return;
     }
     j->req = req;
@@ -190,7 +176,7 @@ void ah_api_webhooks_list(ah_http_req_t *req, ah_app_t *app, const ah_principal_
     int rc =
         ah_store_submit(app->store, AH_STORE_READ, list_work, list_done, ah_http_req_loop(req), j);
     if (rc) {
-        store_error(req, rc);
+        ah_api_store_error(req, rc);
         goto fail;
     }
     return;
@@ -215,7 +201,7 @@ static one_job_t *one_job_new(ah_http_req_t *req)
     size_t n = id ? strlen(id) : 0;
     one_job_t *j = calloc(1, sizeof(*j));
     if (!j) {
-        out_of_memory(req);
+        ah_api_out_of_memory(req);
         return NULL;
     }
     if (n == 0 || n >= sizeof(j->id)) {
@@ -248,7 +234,7 @@ static void get_done(int rc, void *arg)
     else if (rc == -ENOENT)
         not_found(j->req);
     else
-        store_error(j->req, rc);
+        ah_api_store_error(j->req, rc);
     free(j->out);
     free(j);
 }
@@ -263,7 +249,7 @@ void ah_api_webhooks_get(ah_http_req_t *req, ah_app_t *app, const ah_principal_t
         ah_store_submit(app->store, AH_STORE_READ, get_work, get_done, ah_http_req_loop(req), j);
     if (rc) {
         free(j);
-        store_error(req, rc);
+        ah_api_store_error(req, rc);
     }
 }
 
@@ -307,7 +293,7 @@ static void retry_done(int rc, void *arg)
                                 : "this delivery is pending (being retried already); only dead "
                                   "deliveries can be retried");
     else
-        store_error(j->req, rc);
+        ah_api_store_error(j->req, rc);
     free(j->out);
     free(j);
 }
@@ -324,6 +310,6 @@ void ah_api_webhooks_retry(ah_http_req_t *req, ah_app_t *app, const ah_principal
                              ah_http_req_loop(req), j);
     if (rc) {
         free(j);
-        store_error(req, rc);
+        ah_api_store_error(req, rc);
     }
 }
