@@ -242,14 +242,14 @@ start_upstream() {
     local p conf
     case "$1" in
     nginx)
-        p=$(bench_free_port)
+        p=$(bench_free_port_safe)
         conf="$RUN_DIR/gw_upstream.conf"
         bench_render "$BENCH_DIR/nginx/gw_upstream.conf" "$conf" "PORT=$p"
         nginx_start_as up_nginx "$conf" "$p" 1
         UP_PID=$NGX_PID UP_PORT=$p
         ;;
     delay-nginx-echo)
-        p=$(bench_free_port)
+        p=$(bench_free_port_safe)
         conf="$RUN_DIR/gw_upstream_delay.conf"
         bench_render "$BENCH_DIR/nginx/gw_upstream_delay.conf" "$conf" "PORT=$p" \
             "DELAY_S=$(awk -v m="$DELAY_MS" 'BEGIN { printf "%g", m / 1000 }')"
@@ -284,7 +284,7 @@ run_upstream() {
             ;;
         nginx-proxy)
             local p conf
-            p=$(bench_free_port)
+            p=$(bench_free_port_safe)
             conf="$RUN_DIR/gw_proxy_$up.conf"
             bench_render "$BENCH_DIR/nginx/gw_proxy.conf" "$conf" "PORT=$p" "UPSTREAM_PORT=$UP_PORT"
             nginx_start_as "proxy_$up" "$conf" "$p" 1

@@ -398,3 +398,22 @@ bench_wrk_lua() {
 
 # bench_proc_fds PID: open file descriptors of PID
 bench_proc_fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+
+# bench_free_port_safe: like bench_free_port, but below the kernel's ephemeral
+# range (net.ipv4.ip_local_port_range, 32768-60999 here) and with no socket
+# at all on it (ss -tan, not only listeners): a port in the ephemeral range
+# can be taken by an outgoing connection (wrk's, a gateway's) between the
+# check and nginx's bind() ("Address already in use").
+bench_free_port_safe() {
+    local lo p _
+    lo=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    ((lo > 20100)) || bench_die "ephemeral range starts at $lo; no safe range below it"
+    for _ in $(seq 1 200); do
+        p=$((20000 + (RANDOM * 32768 + RANDOM) % (lo - 20000)))
+        ss -Htan "( sport = :$p )" | grep -q . || {
+            echo "$p"
+            return 0
+        }
+    done
+    bench_die "no free port found below $lo"
+}
