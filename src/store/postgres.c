@@ -271,14 +271,22 @@ static int simple_raw(pg_db_t *d, const char *sql)
     return rc;
 }
 
-/* Settings every session gets, at open and after each reconnect. */
+/*
+ * Settings every session gets, at open and after each reconnect.
+ * idle_in_transaction_session_timeout: a transaction of ours never waits on
+ * anything but the server between statements, so one that stays idle as long
+ * as others would wait for its locks belongs to a stalled process (SIGSTOP, a
+ * frozen VM). The server then ends that session and frees its row locks, so
+ * other replicas can take its runs over; the stalled process finds its
+ * connection gone when it wakes and its batch fails.
+ */
 static int session_setup(pg_db_t *d)
 {
-    char sql[160];
+    char sql[224];
     snprintf(sql, sizeof(sql),
-             "SET lock_timeout = %d; SET standard_conforming_strings = on; "
-             "SET default_transaction_read_only = %s",
-             d->lock_timeout_ms, d->readonly ? "on" : "off");
+             "SET lock_timeout = %d; SET idle_in_transaction_session_timeout = %d; "
+             "SET standard_conforming_strings = on; SET default_transaction_read_only = %s",
+             d->lock_timeout_ms, d->lock_timeout_ms, d->readonly ? "on" : "off");
     int rc = simple_raw(d, sql);
     d->configured = rc == 0;
     return rc;

@@ -138,6 +138,39 @@ static void test_pg_claim_skips_locked_rows(void **state)
     ah_db_close(b);
 }
 
+/*
+ * A stalled process (SIGSTOP, a frozen VM) between two statements of a write
+ * transaction: the server ends its session after busy_timeout_ms idle in the
+ * transaction, so the row it locked is free for another replica (a takeover
+ * claim would otherwise wait for it for ever); the stalled one finds its
+ * transaction gone when it wakes, and its connection works again after the
+ * rollback.
+ */
+static void test_pg_stalled_txn_frees_locks(void **state)
+{
+    (void)state;
+    ah_store_t *s = suite_store(AH_STORE_MIGRATE, 0);
+    suite_add_run(s, "run_stall", AH_RUN_RUNNING, 1, NULL, 0);
+    ah_store_close(s);
+
+    ah_db_t *stalled = raw_open(300), *other = raw_open(10000);
+    assert_int_equal(ah_db_begin(stalled, true), 0);
+    assert_int_equal(ah_db_exec(stalled, "UPDATE runs SET updated_at = 2 WHERE id = 'run_stall'"),
+                     0);
+    /* Waits for the row until the server ends the stalled session (~300 ms), not 10 s. */
+    assert_int_equal(ah_db_exec(other, "UPDATE runs SET updated_at = 3 WHERE id = 'run_stall'"), 0);
+    assert_int_equal(ah_db_changes(other), 1);
+    assert_int_equal(ah_db_commit(stalled), -EIO);
+    ah_db_rollback(stalled);
+    int64_t at = 0;
+    assert_int_equal(ah_db_query_int(stalled, "SELECT updated_at FROM runs WHERE id = 'run_stall'",
+                                     NULL, 0, &at),
+                     0);
+    assert_int_equal(at, 3);
+    ah_db_close(stalled);
+    ah_db_close(other);
+}
+
 /* Connection errors never show the password; a bad URL is -EINVAL. */
 static void test_pg_url_errors(void **state)
 {
@@ -301,6 +334,7 @@ int main(void)
     const struct CMUnitTest pg_tests[] = {
         AH_STORE_SUITE_TESTS(suite_setup),
         cmocka_unit_test_setup(test_pg_claim_skips_locked_rows, suite_setup),
+        cmocka_unit_test_setup(test_pg_stalled_txn_frees_locks, suite_setup),
         cmocka_unit_test_setup(test_pg_url_errors, suite_setup),
         cmocka_unit_test_setup(test_pg_restart, suite_setup),
     };

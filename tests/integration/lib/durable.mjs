@@ -1,0 +1,495 @@
+// The durable-runs scenarios, shared by the suites that run them on each store
+// backend (durable.test.mjs: SQLite, durable_pg.test.mjs: PostgreSQL):
+// two `agenthub serve` on one store, kill -9 mid-way, the survivor takes the
+// runs over (after runs.lease_s) and every run ends completed exactly once; a
+// sync run whose hub dies is finished by the other; queued runs past
+// runs.queue_ttl_s expire; a restarted hub finishes runs queued while it was
+// down; a resumed tool call keeps its Idempotency-Key; a paused hub that lost
+// its lease makes no more tool calls.
+//
+// Tool calls are counted by a node HTTP server (fixtures/durable_tool_server.mjs)
+// per run and per Idempotency-Key ("<run id>:<tool call id>"): a call re-sent
+// after a crash with the same key is allowed (and reported); a second key for
+// the same run is a duplicated side effect and fails the test.
+// The tool sends `X-Hub: ${DURABLE_HUB}` (expanded from each hub's environment),
+// so the tool server also knows which hub made each call.
+//
+//   await durableTests({ backend: 'sqlite', storageUrl: (dir) => `sqlite://${dir}/agenthub.db` });
+//
+// registers the tests (node:test) of the calling file (backend names it in the
+// report lines). storageUrl(dir) resolves
+// the storage.url of a new, empty store (dir is a fresh temp dir it may use);
+// every hub of one scenario gets the same URL.
+
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { startHub, req, tempDir, toYaml, pollUntil } from './harness.mjs';
+import { startRun, getRun, runEvents, waitRun, FINAL } from './runtime.mjs';
+import { startDurableToolServer } from '../fixtures/durable_tool_server.mjs';
+import { startDurableLlm } from '../fixtures/durable_llm.mjs';
+
+export const ADMIN = 'adm-durable-suite-key-0123456789abcdefghijklmnop';
+export const AGENT = 'recorder'; // model `slow`: the in-process mock (tool call id always call_1)
+export const AGENT_FRESH = 'recorder-fresh'; // model `fresh`: durable_llm.mjs (fresh tool call ids per answer)
+export const LEASE_S = 2;
+
+export const input = (id) => `call_tool record ${JSON.stringify({ id: String(id) })}`;
+
+/** Runs fn over items with at most n at once; resolves the results in order. */
+export async function pool(items, n, fn) {
+  const out = new Array(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(n, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i], i);
+      }
+    }),
+  );
+  return out;
+}
+
+/** The run id in an Idempotency-Key "<run id>:<tool call id>". */
+export const runOfKey = (k) => (k || '').split(':')[0];
+
+export const count = (evs, type) => evs.filter((e) => e.type === type).length;
+
+/**
+ * The tool server, the fresh-id model and store/hub makers of the scenarios
+ * (also for other suites' scenarios on the same setup). Stopped at the end of
+ * the file. storageUrl(dir): see the file comment.
+ * Resolves { tools, llm, makeStore() -> {dir, url, agents}, hubOn(store, name, {runs, dataDir, env}),
+ *            toolStats(id) }.
+ */
+export async function durableFixture({ storageUrl }) {
+  const tools = await startDurableToolServer({ delayMs: 200, slowMs: 25_000, midMs: 1500 });
+  const llm = await startDurableLlm();
+  after(() => Promise.all([tools.stop(), llm.stop()]));
+
+  /** A new store: its storage URL and an agents_dir with the `recorder` agents. */
+  async function makeStore() {
+    const dir = tempDir();
+    const url = await storageUrl(dir);
+    const agents = path.join(dir, 'agents');
+    fs.mkdirSync(agents);
+    const doc = (name, model) => ({
+      apiVersion: 'agenthub/v1',
+      kind: 'Agent',
+      metadata: { name },
+      spec: {
+        model,
+        tools: [
+          {
+            type: 'http',
+            name: 'record',
+            description: 'record one call',
+            url: `${tools.url}/record/{id}`,
+            method: 'POST',
+            headers: { 'X-Hub': '${DURABLE_HUB}' },
+            parameters: { type: 'object', properties: { id: { type: 'string' } }, required: ['id'] },
+          },
+        ],
+      },
+    });
+    fs.writeFileSync(path.join(agents, `${AGENT}.yaml`), toYaml(doc(AGENT, 'slow')));
+    fs.writeFileSync(path.join(agents, `${AGENT_FRESH}.yaml`), toYaml(doc(AGENT_FRESH, 'fresh')));
+    return { dir, url, agents };
+  }
+
+  /** Starts a hub named name (its tool calls say X-Hub: name) on store. */
+  function hubOn(store, name, { runs = {}, dataDir, env = {} } = {}) {
+    return startHub({
+      dataDir,
+      config: {
+        storage: { url: store.url },
+        runs: { lease_s: LEASE_S, claim_interval_s: 0.1, max_concurrent: 100, ...runs },
+        providers: [
+          { name: 'local', type: 'mock' },
+          { name: 'fresh-up', type: 'openai', base_url: `${llm.url}/v1`, api_key: 'sk-durable-test', max_retries: 0 },
+        ],
+        models: [
+          { name: 'slow', targets: [{ provider: 'local', model: 'echo?latency_ms=300' }] },
+          { name: 'fresh', targets: [{ provider: 'fresh-up', model: 'fresh' }] },
+        ],
+        agents_dir: store.agents,
+      },
+      env: { AGENTHUB_ADMIN_KEY: ADMIN, DURABLE_HUB: name, ...env },
+    });
+  }
+
+  /**
+   * Per tool id: calls, distinct keys, duplicates (calls - distinct keys), hubs.
+   * Asserts the at-most-once-per-key contract for one run.
+   */
+  function toolStats(id) {
+    const calls = tools.byId(id);
+    const keys = tools.keysOf(id);
+    return {
+      calls: calls.length,
+      keys: [...keys.keys()],
+      dups: calls.length - keys.size,
+      hubs: calls.map((c) => c.headers['x-hub']),
+    };
+  }
+
+  return { tools, llm, makeStore, hubOn, toolStats };
+}
+
+/** Registers the durable-runs tests on the store storageUrl makes (see the file comment). */
+export async function durableTests({ backend, storageUrl }) {
+  const { tools, makeStore, hubOn, toolStats } = await durableFixture({ storageUrl });
+
+  test('kill -9 one of two hubs mid-way: 200 async runs all complete exactly once', { timeout: 60_000 }, async () => {
+    const store = await makeStore();
+    const a = await hubOn(store, 'A');
+    const b = await hubOn(store, 'B');
+    const N = 200;
+    const ids = Array.from({ length: N }, (_, i) => `m${i}`);
+
+    // Submit all 200, alternating hubs; every answer must be 202 queued.
+    const runIds = await pool(ids, 20, async (id, i) => {
+      const hub = i % 2 === 0 ? a : b;
+      const r = await startRun(hub, AGENT, { input: input(id), mode: 'async' });
+      assert.equal(r.status, 202, `run ${id} on hub ${i % 2 ? 'B' : 'A'}: ${r.text}`);
+      assert.equal(r.json.status, 'queued');
+      return r.json.id;
+    });
+    assert.equal(new Set(runIds).size, N, 'run ids are unique');
+    const idOfRun = new Map(runIds.map((r, i) => [r, ids[i]]));
+
+    // Once some runs are done (many still mid-way), kill -9 hub A (its pid only).
+    await pollUntil(
+      async () => {
+        const r = await req(b, 'GET', '/v1/runs?status=completed&limit=100');
+        return r.status === 200 && r.json.data.length > 20;
+      },
+      { timeoutMs: 20_000, intervalMs: 20, message: 'more than 20 completed runs' },
+    );
+    const doneBeforeKill = new Set();
+    const killAt = Date.now();
+    a.kill('SIGKILL');
+    const code = await a.waitExit();
+    assert.equal(code, null, 'hub A was killed by the signal');
+    assert.equal(a.exit.signal, 'SIGKILL');
+    // Runs already final at the kill (a snapshot just after it: a run that finished
+    // between the kill and this read finished on B, which is fine either way).
+    for (const rid of runIds) {
+      const r = await getRun(b, rid);
+      if (r && r.status === 'completed') doneBeforeKill.add(rid);
+    }
+
+    // Bounded: every run final via hub B.
+    const finals = new Map();
+    await pollUntil(
+      async () => {
+        const left = runIds.filter((r) => !finals.has(r));
+        await pool(left, 16, async (rid) => {
+          const r = await getRun(b, rid);
+          if (r && FINAL.includes(r.status)) finals.set(rid, r);
+        });
+        return finals.size === N;
+      },
+      { timeoutMs: 40_000, intervalMs: 200, message: 'all 200 runs to be final on hub B' },
+    );
+    assert.ok(b.alive(), 'hub B is still running');
+
+    const notCompleted = [...finals.values()].filter((r) => r.status !== 'completed');
+    assert.deepEqual(
+      notCompleted.map((r) => `${r.id} ${r.status} ${r.error && r.error.code}`),
+      [],
+      'every run completed',
+    );
+
+    // Events, tool calls, takeover.
+    const evs = new Map();
+    await pool(runIds, 16, async (rid) => evs.set(rid, await runEvents(b, rid)));
+    let dups = 0;
+    const dupRuns = [];
+    const problems = [];
+    const onA = [];
+    let firstResume = Infinity;
+    let resumedCount = 0;
+    let turn1Repeated = 0; // resumed runs whose model was asked turn 1 again (see the todo test below)
+    for (const rid of runIds) {
+      const id = idOfRun.get(rid);
+      const run = finals.get(rid);
+      const e = evs.get(rid);
+      if (!/^tool said: /.test(run.output || '')) problems.push(`${id} ${rid}: output ${JSON.stringify(run.output)}`);
+      if (!run.output || !run.output.includes(`"id":"${id}"`)) problems.push(`${id} ${rid}: output is not its own tool result`);
+      const st = toolStats(id);
+      if (st.calls < 1) problems.push(`${id} ${rid}: the tool server never saw its call`);
+      if (st.keys.length !== 1) problems.push(`${id} ${rid}: ${st.keys.length} distinct idempotency keys ${JSON.stringify(st.keys)}`);
+      if (st.keys.some((k) => runOfKey(k) !== rid)) problems.push(`${id} ${rid}: key of another run ${JSON.stringify(st.keys)}`);
+      if (st.dups > 0) {
+        dups += st.dups;
+        dupRuns.push(`${id} (${rid}): ${st.calls} calls, hubs ${st.hubs.join(',')}`);
+      }
+      const nCompleted = count(e, 'run.completed');
+      if (nCompleted !== 1) problems.push(`${id} ${rid}: ${nCompleted} run.completed events`);
+      if (count(e, 'run.failed') || count(e, 'run.cancelled')) problems.push(`${id} ${rid}: failed/cancelled events`);
+      const resumed = e.filter((x) => x.type === 'run.resumed');
+      if (e.filter((x) => x.type === 'model.request' && x.data && x.data.turn === 1).length > 1) turn1Repeated++;
+      for (const r of resumed) {
+        resumedCount++;
+        firstResume = Math.min(firstResume, r.created_at);
+        if (!(r.data && r.data.attempt >= 2)) problems.push(`${id} ${rid}: run.resumed with attempt ${JSON.stringify(r.data)}`);
+      }
+      // Was it on hub A when A died? A's tool call reached the server, and it had not completed by the kill.
+      if (st.hubs.includes('A') && !doneBeforeKill.has(rid)) {
+        onA.push(rid);
+        if (resumed.length === 0) problems.push(`${id} ${rid}: was on hub A at the kill but shows no run.resumed`);
+      }
+      // Events keep their order and ids.
+      for (let i = 1; i < e.length; i++) {
+        if (!(e[i].id > e[i - 1].id)) {
+          problems.push(`${id} ${rid}: event ids not increasing at ${i}: ${e[i - 1].id} then ${e[i].id}`);
+          break;
+        }
+      }
+    }
+    // Nothing else reached the tool server for these ids (no call for an unknown run).
+    const strays = tools.calls.filter((c) => /^m\d+$/.test(c.id) && !idOfRun.has(runOfKey(c.key)));
+    if (strays.length) problems.push(`tool calls with keys of no submitted run: ${strays.map((c) => c.key).join(', ')}`);
+
+    const takeoverMs = Number.isFinite(firstResume) ? firstResume - killAt : null;
+    const report = {
+      runs: N,
+      completed_before_kill: doneBeforeKill.size,
+      on_hub_a_at_kill: onA.length,
+      resumed_runs: resumedCount,
+      takeover_ms: takeoverMs,
+      takeover_target_ms: 2 * LEASE_S * 1000,
+      model_turn1_repeated: turn1Repeated,
+      same_key_retries: dups,
+      same_key_retry_runs: dupRuns.slice(0, 20),
+    };
+    console.log(`# durable (${backend}) takeover report ` + JSON.stringify(report));
+    assert.deepEqual(problems, [], 'per-run problems');
+    assert.ok(onA.length > 0, 'some runs were mid-way on hub A when it was killed (the test proves nothing otherwise)');
+    assert.ok(resumedCount > 0, 'hub B resumed runs');
+    for (const ev of evs.values())
+      for (const r of ev.filter((x) => x.type === 'run.resumed'))
+        assert.notEqual(r.data.node, undefined, 'run.resumed names the node');
+
+    // The survivor stays healthy and can take new work.
+    const r = await startRun(b, AGENT, { input: input('after-kill'), mode: 'async' });
+    assert.equal(r.status, 202);
+    const fin = await waitRun(b, r.json.id, { timeoutMs: 10_000 });
+    assert.equal(fin.status, 'completed');
+    await b.stop();
+  });
+
+  test('kill -9 the hub of a sync run mid-way: the other hub finishes it', { timeout: 30_000 }, async () => {
+    const store = await makeStore();
+    const a = await hubOn(store, 'A');
+    const b = await hubOn(store, 'B');
+    const id = 'sync-1';
+    const pending = startRun(a, AGENT, { input: input(id), mode: 'sync' }).then(
+      (r) => ({ ok: true, r }),
+      (e) => ({ ok: false, e }),
+    );
+    // Mid-way: hub A's tool call reached the tool server (turn 1 done, turn 2 not).
+    const call = await pollUntil(() => tools.byId(id)[0], { timeoutMs: 10_000, intervalMs: 10, message: 'the sync run to call its tool' });
+    assert.equal(call.headers['x-hub'], 'A');
+    const rid = runOfKey(call.key);
+    assert.match(rid, /^run_/);
+    const killAt = Date.now();
+    a.kill('SIGKILL');
+    await a.waitExit();
+    const res = await pending;
+    assert.equal(res.ok, false, `the sync request errors when its hub dies (got ${res.ok && res.r.status} ${res.ok && res.r.text})`);
+
+    const run = await waitRun(b, rid, { timeoutMs: 15_000 });
+    assert.equal(run.status, 'completed', JSON.stringify(run));
+    assert.equal(run.mode, 'sync');
+    assert.match(run.output, /^tool said: .*"id":"sync-1"/);
+    const st = toolStats(id);
+    assert.equal(st.keys.length, 1, `one idempotency key for the run: ${JSON.stringify(st.keys)}`);
+    assert.equal(runOfKey(st.keys[0]), rid);
+    const e = await runEvents(b, rid);
+    assert.equal(count(e, 'run.completed'), 1);
+    const resumed = e.filter((x) => x.type === 'run.resumed');
+    assert.equal(resumed.length, 1, `one run.resumed: ${JSON.stringify(resumed)}`);
+    assert.ok(resumed[0].data.attempt >= 2);
+    console.log(
+      `# durable (${backend}) sync report ` +
+        JSON.stringify({ takeover_ms: resumed[0].created_at - killAt, tool_calls: st.calls, same_key_retries: st.dups, hubs: st.hubs }),
+    );
+    await b.stop();
+  });
+
+  test('a queued run not started within runs.queue_ttl_s ends expired', { timeout: 30_000 }, async () => {
+    const store = await makeStore();
+    const h = await hubOn(store, 'Q', { runs: { max_concurrent: 1, queue_ttl_s: 1 } });
+    // One slow run occupies the only slot (its tool answers after 25 s).
+    const busy = await startRun(h, AGENT, { input: input('slow-q'), mode: 'async' });
+    assert.equal(busy.status, 202);
+    await pollUntil(() => tools.started('slow-q'), { timeoutMs: 10_000, message: 'the slow run to call its tool' });
+    const q = await startRun(h, AGENT, { input: input('q-1'), mode: 'async' });
+    assert.equal(q.status, 202, q.text);
+    assert.equal(q.json.status, 'queued');
+    const run = await waitRun(h, q.json.id, { timeoutMs: 10_000 });
+    assert.equal(run.status, 'expired', JSON.stringify(run));
+    assert.equal(run.error && run.error.code, 'expired', JSON.stringify(run.error));
+    assert.equal(run.output, null);
+    assert.ok(run.finished_at >= run.created_at + 1000, `finished ${run.finished_at - run.created_at} ms after creation (ttl 1 s)`);
+    assert.equal(tools.started('q-1'), false, 'an expired run never called its tool');
+    const list = await req(h, 'GET', '/v1/runs?status=expired');
+    assert.equal(list.status, 200);
+    assert.deepEqual(list.json.data.map((r) => r.id), [q.json.id]);
+    // It stays expired: freeing the slot does not start it.
+    const c = await req(h, 'POST', `/v1/runs/${busy.json.id}/cancel`);
+    assert.ok(c.status < 300, `cancel: ${c.status} ${c.text}`);
+    await waitRun(h, busy.json.id, { timeoutMs: 5000 });
+    await new Promise((r) => setTimeout(r, 500)); // a few claim intervals (0.1 s) with a free slot
+    assert.equal((await getRun(h, q.json.id)).status, 'expired');
+    assert.equal(tools.started('q-1'), false);
+    await h.stop();
+  });
+
+  test('a restarted hub finishes runs queued while it was down', { timeout: 40_000 }, async () => {
+    const store = await makeStore();
+    let d = await hubOn(store, 'D');
+    const warm = await startRun(d, AGENT, { input: input('r-warm'), mode: 'async' });
+    assert.equal((await waitRun(d, warm.json.id)).status, 'completed');
+    const dataDir = d.dataDir;
+    assert.equal(await d.stop('SIGTERM'), 0, 'SIGTERM: clean exit');
+
+    // While D is down, a second hub with one slot, held by a slow run, takes runs in but cannot start them.
+    const e = await hubOn(store, 'E', { runs: { max_concurrent: 1 } });
+    const busy = await startRun(e, AGENT, { input: input('slow-r'), mode: 'async' });
+    assert.equal(busy.status, 202);
+    await pollUntil(() => tools.started('slow-r'), { timeoutMs: 10_000, message: 'the slow run to call its tool' });
+    const ids = ['r-1', 'r-2', 'r-3', 'r-4', 'r-5'];
+    const runIds = [];
+    for (const id of ids) {
+      const r = await startRun(e, AGENT, { input: input(id), mode: 'async' });
+      assert.equal(r.status, 202, r.text);
+      runIds.push(r.json.id);
+    }
+    await new Promise((r) => setTimeout(r, 300)); // a few claim intervals: they must still be queued
+    for (const rid of runIds) assert.equal((await getRun(e, rid)).status, 'queued');
+
+    d = await hubOn(store, 'D', { dataDir });
+    for (const [i, rid] of runIds.entries()) {
+      const run = await waitRun(d, rid, { timeoutMs: 10_000 });
+      assert.equal(run.status, 'completed', JSON.stringify(run));
+      assert.match(run.output, new RegExp(`^tool said: .*"id":"${ids[i]}"`));
+      const st = toolStats(ids[i]);
+      assert.deepEqual(st.hubs, ['D'], `run ${ids[i]} was run by the restarted hub`);
+      assert.equal(st.keys.length, 1);
+      const ev = await runEvents(d, rid);
+      assert.equal(count(ev, 'run.completed'), 1);
+      assert.equal(count(ev, 'run.resumed'), 0, 'a queued run starts fresh (attempt 1)');
+    }
+    const c = await req(e, 'POST', `/v1/runs/${busy.json.id}/cancel`);
+    assert.ok(c.status < 300, `cancel: ${c.status} ${c.text}`);
+    await waitRun(e, busy.json.id, { timeoutMs: 5000 });
+    await d.stop();
+    await e.stop();
+  });
+
+  // The Idempotency-Key contract with a model that, like real ones, gives fresh
+  // tool call ids: a call cut off by the crash must be re-sent with the SAME key
+  // (the tool call id has to come from the stored conversation, not from asking
+  // the model again). Known server bug (see the report): the assistant message
+  // with the tool calls is not stored before the calls start, so the resumed run
+  // would ask the model again and call the tool with a new key (fixed: run_tools stores the state first).
+  test(
+    'kill -9 during a tool call: the resumed run re-sends it with the same Idempotency-Key (real-model tool call ids)',
+    { timeout: 30_000 },
+    async () => {
+      const store = await makeStore();
+      const a = await hubOn(store, 'A');
+      const b = await hubOn(store, 'B');
+      const id = 'mid-fresh-1';
+      const r = await startRun(a, AGENT_FRESH, { input: input(id), mode: 'async' });
+      assert.equal(r.status, 202, r.text);
+      const rid = r.json.id;
+      // The tool answers after 1.5 s: kill whichever hub is calling it, mid-call.
+      const call = await pollUntil(() => tools.byId(id)[0], { timeoutMs: 10_000, intervalMs: 10, message: 'the run to call its tool' });
+      const victim = call.headers['x-hub'] === 'A' ? a : b;
+      const survivor = victim === a ? b : a;
+      victim.kill('SIGKILL');
+      await victim.waitExit();
+      const run = await waitRun(survivor, rid, { timeoutMs: 15_000 });
+      assert.equal(run.status, 'completed', JSON.stringify(run));
+      const st = toolStats(id);
+      const ev = await runEvents(survivor, rid);
+      const turn1 = ev.filter((e) => e.type === 'model.request' && e.data && e.data.turn === 1).length;
+      console.log(`# durable (${backend}) fresh-id report ` + JSON.stringify({ tool_calls: st.calls, keys: st.keys, hubs: st.hubs, model_requests_turn1: turn1 }));
+      assert.equal(count(ev, 'run.completed'), 1);
+      assert.equal(st.keys.length, 1, `one idempotency key for the one action, got ${JSON.stringify(st.keys)}`);
+      assert.equal(turn1, 1, 'the model was not asked turn 1 again after its answer was acted on');
+      await survivor.stop();
+    },
+  );
+
+  // A hub that stalls past its lease (SIGSTOP: a long GC-like pause, a frozen VM)
+  // loses its runs to another hub; when it wakes up it must not act on them any
+  // more. Known server bug (see the report): the lost lease is not noticed
+  // (queue.c beat_work ignores that its UPDATE changed no row), so the stale copy
+  // goes on calling the model and the tool; only its store writes fail (-EEXIST on
+  // the event seq). Fixed: the owner check in the run's write stops the stale replica.
+  test(
+    'a hub paused past its lease makes no tool call after another hub took its run over',
+    { timeout: 30_000 },
+    async () => {
+      const store = await makeStore();
+      const a = await hubOn(store, 'A');
+      const b = await hubOn(store, 'B');
+      const id = 'pause-1';
+      // A sync run executes on the hub that received it (A).
+      const pending = startRun(a, AGENT, { input: input(id), mode: 'sync' }).then(
+        (r) => ({ ok: true, r }),
+        (e) => ({ ok: false, e }),
+      );
+      // Freeze A as soon as the run is stored: it is then in its first model step (300 ms).
+      const rid = await pollUntil(
+        async () => {
+          const l = await req(b, 'GET', `/v1/runs?agent=${AGENT}&limit=10`);
+          const run = l.json && l.json.data.find((x) => x.input === input(id));
+          return run && run.id;
+        },
+        { timeoutMs: 10_000, intervalMs: 5, message: 'the sync run to be stored' },
+      );
+      a.kill('SIGSTOP');
+      if (tools.started(id)) {
+        a.kill('SIGCONT');
+        throw new Error('hub A called the tool before it could be paused: the test did not set up its case');
+      }
+      let resumedAt;
+      try {
+        const ev = await pollUntil(async () => (await runEvents(b, rid)).find((e) => e.type === 'run.resumed'), {
+          timeoutMs: 10_000,
+          message: 'hub B to take the run over',
+        });
+        resumedAt = ev.created_at;
+      } finally {
+        a.kill('SIGCONT');
+      }
+      const run = await waitRun(b, rid, { timeoutMs: 10_000 });
+      assert.equal(run.status, 'completed');
+      // Give A's stale copy the time to act (it logs "run finished" for it when it does).
+      await a
+        .waitLog((l) => l.msg === 'run finished' && l.run_id === rid, { timeoutMs: 3000 })
+        .catch(() => null);
+      const sync = await pending;
+      const late = tools.byId(id).filter((c) => c.headers['x-hub'] === 'A' && c.at > resumedAt);
+      const ev = await runEvents(b, rid);
+      console.log(
+        `# durable (${backend}) pause report ` +
+          JSON.stringify({
+            calls: tools.byId(id).map((c) => ({ hub: c.headers['x-hub'], key: c.key, ms_after_takeover: c.at - resumedAt })),
+            stale_store_errors: a.logs().filter((l) => l.level === 'error' && /cannot store/.test(l.msg)).length,
+            sync_answer_from_a: sync.ok ? `${sync.r.status} ${sync.r.json && sync.r.json.status}` : String(sync.e),
+          }),
+      );
+      assert.equal(count(ev, 'run.completed'), 1);
+      assert.deepEqual(late, [], 'hub A called the tool after hub B had taken the run over');
+    },
+  );
+}
