@@ -385,6 +385,23 @@ static void persist_done(int rc, void *arg)
         release(r);
         return;
     }
+    if (inserted && rc && rc != -ESTALE) {
+        /* The run could not be created (the store is down or busy): nothing was stored, so
+         * the client hears 503 and may retry, rather than a failed run nobody can read. */
+        ah_log(AH_LOG_ERROR, "runtime", "cannot store the new run", AH_LF_INT("rc", rc), AH_LF_END);
+        r->finished = true;
+        r->final_stored = true;
+        if (r->observing && r->obs.refused) {
+            r->observing = false;
+            r->obs.refused(r->ud, 503, rc == -EBUSY ? "store_busy" : "store_unavailable",
+                           rc == -EBUSY ? "the store is busy; retry"
+                                        : "the run could not be stored (the store is "
+                                          "unavailable); retry",
+                           NULL);
+        }
+        release(r);
+        return;
+    }
     if (rc == -ESTALE) {
         /* Another replica took the run over (our lease lapsed): stop here, write nothing. */
         ah_log(AH_LOG_WARN, "runtime", "run taken over by another replica: stopped here",

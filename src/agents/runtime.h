@@ -66,8 +66,9 @@ typedef struct ah_run_observer {
     /*
      * Terminal instead of done: the run was not started. 409 (run NULL:
      * nothing stored; code session_busy, session_conflict,
-     * idempotency_key_in_progress) or 202 (run: stored as queued behind its
-     * session's active run).
+     * idempotency_key_in_progress), 503 (run NULL: the store could not store
+     * it; code store_unavailable or store_busy) or 202 (run: stored as queued
+     * behind its session's active run).
      */
     void (*refused)(void *ud, int status, const char *code, const char *msg,
                     const ah_run_rec_t *run);

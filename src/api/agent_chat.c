@@ -154,7 +154,10 @@ static void on_refused(void *ud, int status, const char *code, const char *msg,
 {
     agent_chat_t *x = ud;
     (void)run;
-    if (x->req)
+    if (x->req && status == 503) {
+        ah_http_req_add_header(x->req, "Retry-After", "1");
+        ah_http_reply_error(x->req, status, NULL, code, NULL, msg);
+    } else if (x->req)
         ah_http_reply_error(x->req, status == 202 ? 409 : status, "invalid_request_error", code,
                             NULL, msg);
     free(x);

@@ -102,7 +102,10 @@ static void on_refused(void *ud, int status, const char *code, const char *msg,
     if (req) {
         if (status == 202 && run)
             reply_run(req, 202, run);
-        else
+        else if (status == 503) {
+            ah_http_req_add_header(req, "Retry-After", "1");
+            ah_http_reply_error(req, status, NULL, code, NULL, msg);
+        } else
             ah_http_reply_error(req, status, "conflict_error", code, NULL, msg);
     }
     free(h);
