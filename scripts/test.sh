@@ -2,7 +2,8 @@
 # test.sh BUILD_DIR: every suite a change must pass (make test; make asan with AH_ASAN=1).
 #   1. lint (format, banned functions, cppcheck)
 #   2. unit tests (cmocka, via ctest)
-#   3. integration tests (node:test driving the real binary, real SDKs)
+#   3. integration tests (node:test driving the real binary, real SDKs), then the
+#      run-related ones again on PostgreSQL (npm run test:pg)
 set -uo pipefail
 build=${1:-build}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,6 +28,15 @@ if [ ! -d "$it/node_modules" ] || [ "$it/package-lock.json" -nt "$it/node_module
     (cd "$it" && npm ci --no-audit --no-fund --loglevel=error) || failed+=(npm-ci)
 fi
 (cd "$it" && AGENTHUB_BIN="$build/agenthub" npm test --silent) || failed+=(integration)
+
+# The run-related suites again, each hub on a throwaway PostgreSQL (lib/pg.mjs).
+echo "== integration tests on PostgreSQL"
+if [ -x "${AH_TEST_PG_BIN:-/nonexistent}/initdb" ] || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null ||
+    command -v initdb >/dev/null; then
+    (cd "$it" && AGENTHUB_BIN="$build/agenthub" npm run --silent test:pg) || failed+=(integration-pg)
+else
+    echo "SKIP: PostgreSQL 15 not installed (apt-get install postgresql, or make test)"
+fi
 
 if [ ${#failed[@]} -ne 0 ]; then
     echo "FAILED: ${failed[*]}"

@@ -20,6 +20,29 @@ export const BIN = process.env.AGENTHUB_BIN
   : path.resolve(here, '..', '..', '..', 'build', 'agenthub');
 
 const START_TIMEOUT_MS = 10_000;
+
+/**
+ * AH_IT_STORE=postgres: hubs started with the default storage get a database
+ * on a throwaway PostgreSQL (lib/pg.mjs, one server per test file, started on
+ * first use) instead of a SQLite file in their data dir; the same data dir
+ * (a restart) gets the same database. Lets run-related suites run unchanged on
+ * PostgreSQL (npm run test:pg). A config that names storage.url keeps it.
+ */
+const STORE = process.env.AH_IT_STORE || 'sqlite';
+let pgServer; // promise of lib/pg.mjs's server
+const pgDatabases = new Map(); // data dir -> storage URL
+
+async function defaultStorageUrl(dataDir) {
+  if (STORE === 'sqlite') return `sqlite://${path.join(dataDir, 'agenthub.db')}`;
+  if (STORE !== 'postgres') throw new Error(`AH_IT_STORE=${STORE}: expected sqlite or postgres`);
+  if (!pgDatabases.has(dataDir)) {
+    if (!pgServer) pgServer = import('./pg.mjs').then(async (m) => ({ pg: await m.startPostgres({ hook: false }), skip: m.PG_SKIP }));
+    const { pg, skip } = await pgServer;
+    if (!pg) throw new Error(`AH_IT_STORE=postgres: ${skip}`);
+    pgDatabases.set(dataDir, await pg.newDatabase());
+  }
+  return pgDatabases.get(dataDir);
+}
 const live = new Set(); // hubs whose process may still run
 const tempDirs = new Set(); // dirs to remove at the end
 
@@ -148,8 +171,9 @@ export async function pollUntil(fn, { timeoutMs = 5000, intervalMs = 50, message
  *
  * options:
  *   config      object merged over the defaults (listen 127.0.0.1:0, sqlite in the
- *               data dir, small grace), or a YAML string used as is ("{{dataDir}}" is
- *               replaced by the data dir)
+ *               data dir or a PostgreSQL database with AH_IT_STORE=postgres, small
+ *               grace), or a YAML string used as is ("{{dataDir}}" is replaced by the
+ *               data dir)
  *   env         extra environment (AGENTHUB_* from the caller's shell are dropped)
  *   args        extra arguments after `serve -c FILE`
  *   dataDir     reuse this dir (e.g. a previous hub's, with keepDataDir) instead of a new one
@@ -178,7 +202,7 @@ export async function startHub({
   } else {
     const defaults = {
       server: { listen: '127.0.0.1:0', workers: 2, shutdown_grace_s: 5 },
-      storage: { url: `sqlite://${path.join(dataDir, 'agenthub.db')}` },
+      storage: { url: await defaultStorageUrl(dataDir) },
       log: { level: 'info' },
     };
     yaml = toYaml(merge(defaults, config));

@@ -89,9 +89,12 @@ const sh = (s) => `'${String(s).replaceAll("'", `'\\''`)}'`;
  * initdb + pg_ctl start + a watcher. Resolves null when PostgreSQL is not
  * installed (the caller skips with PG_SKIP), else
  * { port, dir, newDatabase(), stop(mode), start(), restart(), running(), log() }.
- * The server is stopped and its directory removed when the test file ends.
+ * The server is stopped and its directory removed when the test file ends:
+ * by an after() hook (call this at the top level of the file), or with
+ * { hook: false } (from inside a test, where after() would end it with that
+ * test) by the watcher, when the process exits.
  */
-export async function startPostgres() {
+export async function startPostgres({ hook = true } = {}) {
   const bin = findPgBin();
   if (!bin) return null;
   const user = pickUser();
@@ -198,6 +201,6 @@ export async function startPostgres() {
       await watcherDone;
     },
   };
-  after(() => pg.close());
+  if (hook) after(() => pg.close());
   return pg;
 }
