@@ -8,6 +8,7 @@
 #include "agents/queue.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <event2/event.h>
 #include <stdatomic.h>
@@ -19,9 +20,11 @@
 #include "obs/metrics.h"
 #include "store/db.h"
 #include "store/sessions.h"
+#include "agents/webhooks.h"
 
 #define CLAIM_BATCH   16
 #define HEARTBEAT_MAX 4096
+#define EXPIRE_BATCH  64 /* queued runs expired per claim: each is a few statements */
 
 typedef struct queue_worker {
     ah_runtime_t *rt;
@@ -52,6 +55,7 @@ typedef struct claim_job {
     size_t n;
     int64_t depth;
     int64_t expired;
+    char (*expired_agents)[80]; /* for agenthub_runs_total{status="expired"} */
     queue_worker_t *qw;
 } claim_job_t;
 
@@ -70,18 +74,72 @@ static int collect_id(void *ud, const ah_db_val_t *cols, int ncols)
     return 0;
 }
 
+int ah_queue_end_run(ah_db_t *db, const char *run_id, const char *status, const char *code,
+                     const char *msg, int64_t now_ms, char *agent)
+{
+    bool expired = strcmp(status, AH_RUN_EXPIRED) == 0;
+    ah_db_val_t v[6] = {ah_db_text(status), ah_db_int(now_ms), ah_db_int(now_ms),
+                        ah_db_text(code),   ah_db_text(msg),   ah_db_text(run_id)};
+    int rc = ah_db_query(db,
+                         "UPDATE runs SET status = ?, finished_at = ?, updated_at = ?, error_code "
+                         "= ?, error = ?, lease_owner = NULL, lease_expires_at = NULL WHERE id = ? "
+                         "AND (status = 'queued' OR (status = 'requires_action' AND lease_owner "
+                         "IS NULL))",
+                         v, 6, NULL, NULL);
+    if (rc)
+        return rc;
+    if (ah_db_changes(db) != 1)
+        return -ESRCH;
+    json_t *ev = expired ? json_pack("{s:s, s:s}", "code", code, "message", msg)
+                         : json_pack("{s:s}", "reason", msg);
+    char *data = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
+    json_decref(ev);
+    if (!data)
+        return -ENOMEM;
+    rc =
+        ah_store_run_event_add(db, run_id, expired ? "run.expired" : "run.cancelled", data, now_ms);
+    free(data);
+    ah_run_rec_t r;
+    if (rc == 0)
+        rc = ah_store_run_get(db, run_id, &r);
+    if (rc)
+        return rc;
+    if (agent)
+        snprintf(agent, 80, "%s", r.agent);
+    rc = ah_webhook_enqueue_run(db, &r, r.webhook_url, now_ms);
+    if (rc == 0 && r.session_id && *r.session_id) {
+        /* A run parked for an approval holds its session; a queued one does not (-ESTALE). */
+        int s = ah_store_session_release(db, r.session_id, run_id, NULL, 0, 0, now_ms);
+        if (s < 0 && s != -ESTALE && s != -ENOENT)
+            rc = s;
+    }
+    ah_run_rec_free(&r);
+    return rc;
+}
+
 static int claim_work(ah_db_t *db, void *arg)
 {
     claim_job_t *j = arg;
-    ah_db_val_t ex[4] = {ah_db_int(j->now), ah_db_int(j->now), ah_db_int(j->now - j->ttl_ms)};
+    char expire_ids[EXPIRE_BATCH][48];
+    id_list_t ex = {expire_ids, 0, EXPIRE_BATCH};
+    ah_db_val_t cut[2] = {ah_db_int(j->now - j->ttl_ms), ah_db_int(EXPIRE_BATCH)};
     int rc = ah_db_query(db,
-                         "UPDATE runs SET status = 'expired', finished_at = ?, updated_at = ?, "
-                         "error_code = 'expired', error = 'the run waited in the queue longer "
-                         "than runs.queue_ttl_s' WHERE status = 'queued' AND created_at < ?",
-                         ex, 3, NULL, NULL);
+                         "SELECT id FROM runs WHERE status = 'queued' AND created_at < ? ORDER BY "
+                         "created_at LIMIT ?",
+                         cut, 2, collect_id, &ex);
     if (rc)
         return rc;
-    j->expired = ah_db_changes(db);
+    j->expired_agents = ex.n ? calloc(ex.n, sizeof(*j->expired_agents)) : NULL;
+    for (size_t i = 0; i < ex.n && j->expired_agents; i++) {
+        rc = ah_queue_end_run(db, expire_ids[i], AH_RUN_EXPIRED, "expired",
+                              "the run waited in the queue longer than runs.queue_ttl_s", j->now,
+                              j->expired_agents[j->expired]);
+        if (rc == -ESRCH)
+            continue;
+        if (rc)
+            return rc;
+        j->expired++;
+    }
     ah_store_sessions_purge_expired(db, j->now, 1000);
     ah_db_query_int(db, "SELECT COUNT(*) FROM runs WHERE status = 'queued'", NULL, 0, &j->depth);
     if (j->max <= 0)
@@ -165,9 +223,14 @@ static void claim_done(int rc, void *arg)
     if (rc)
         ah_log(AH_LOG_WARN, "queue", "claim failed", AH_LF_INT("rc", rc), AH_LF_END);
     atomic_store(&g_depth, j->depth);
-    if (j->expired > 0)
+    if (rc == 0 && j->expired > 0) {
         ah_log(AH_LOG_WARN, "queue", "queued runs expired", AH_LF_INT("count", j->expired),
                AH_LF_END);
+        for (int64_t i = 0; i < j->expired; i++)
+            ah_runtime_count_final(qw->rt, j->expired_agents[i], AH_RUN_EXPIRED);
+        ah_runtime_kick_webhooks(qw->rt);
+    }
+    free(j->expired_agents);
     for (size_t i = 0; i < j->n; i++) {
         ah_run_rec_t *r = &j->recs[i];
         if (r->attempt <= 1 && r->created_at)
@@ -346,7 +409,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         }
     }
     maybe_purge(qw, cfg, now);
-    if (!qw->claiming) {
+    if (!qw->claiming && !ah_runtime_draining(qw->rt)) {
         claim_job_t *j = calloc(1, sizeof(*j));
         if (j) {
             snprintf(j->owner, sizeof(j->owner), "%s", ah_runtime_node(qw->rt));
@@ -414,6 +477,6 @@ void ah_queue_detach(ah_runtime_t *rt)
 void ah_queue_kick(void)
 {
     queue_worker_t *qw = tl_queue;
-    if (qw && !qw->claiming)
+    if (qw && !qw->claiming && !ah_runtime_draining(qw->rt))
         arm(qw, 0);
 }

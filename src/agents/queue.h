@@ -15,6 +15,7 @@
 #define AH_AGENTS_QUEUE_H
 
 #include "agents/runtime.h"
+#include "store/db.h"
 
 /** Starts the claim/heartbeat timer on loop (call on the loop's thread, after ah_runtime_attach).
  */
@@ -22,6 +23,18 @@ int ah_queue_attach(ah_runtime_t *rt, ah_loop_t *loop);
 
 /** Stops this loop's timer (on the loop's thread, before ah_runtime_detach). */
 void ah_queue_detach(ah_runtime_t *rt);
+
+/**
+ * Ends a run that nobody executes, in the store (inside a write job): a
+ * queued run (status "expired" or "cancelled") or one parked waiting for an
+ * approval ("cancelled"). One transaction: the run row, its final event
+ * (run.expired or run.cancelled, after its last stored one), its webhook
+ * delivery, and its session freed. *agent (>= 80 bytes, may be NULL) gets
+ * the run's agent for metrics. 0; -ESRCH the run is not in such a state (it
+ * runs somewhere, finished, or does not exist); -errno.
+ */
+int ah_queue_end_run(ah_db_t *db, const char *run_id, const char *status, const char *code,
+                     const char *msg, int64_t now_ms, char *agent);
 
 /** Asks this thread's claimer to look now (after an async run was stored). Loop thread only. */
 void ah_queue_kick(void);

@@ -17,6 +17,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -60,9 +61,10 @@ typedef struct agent_count {
 
 struct ah_runtime {
     ah_runtime_deps_t d;
-    char node[48];      /* this replica's lease owner id */
-    pthread_mutex_t mu; /* guards active, counts and n_running */
-    int n_running;      /* runs executing in this process (runs.max_concurrent) */
+    char node[48];        /* this replica's lease owner id */
+    pthread_mutex_t mu;   /* guards active, counts and n_running */
+    atomic_bool draining; /* shutting down: claim nothing more */
+    int n_running;        /* runs executing in this process (runs.max_concurrent) */
     active_run_t *active;
     agent_count_t *counts;
     ah_metric_family_t *m_runs, *m_duration, *m_turns, *m_tools, *m_tool_dur, *m_overhead;
@@ -116,14 +118,19 @@ struct ah_run {
     tool_call_t *calls;
     size_t n_calls, n_pending;
     char *handoff_to;
-    json_t *history;         /* the session's earlier messages (sent to the model, not stored) */
-    bool session_held;       /* this run holds its session: release it with the final write */
-    bool enqueue;            /* multitask: enqueue */
-    char request_hash[65];   /* idempotency: hash of the creating request */
-    json_t *known_results;   /* resume: tool_call_id -> stored tool.result data */
-    json_t *known_decisions; /* resume: tool_call_id -> stored approval data */
-    int n_awaiting;          /* tool calls waiting for a human */
-    bool resume_tools;       /* resume: the turn's tool calls come next */
+    json_t *history;           /* the session's earlier messages (sent to the model, not stored) */
+    bool session_held;         /* this run holds its session: release it with the final write */
+    bool enqueue;              /* multitask: enqueue */
+    char request_hash[65];     /* idempotency: hash of the creating request */
+    json_t *known_results;     /* resume: tool_call_id -> stored tool.result data */
+    json_t *known_decisions;   /* resume: tool_call_id -> stored approval data */
+    json_t *announced;         /* resume: tool_call_ids whose tool.call event is stored */
+    int n_awaiting;            /* tool calls waiting for a human */
+    bool resume_tools;         /* resume: the turn's tool calls come next */
+    bool starting_tools;       /* inside start_tools: it decides about parking itself */
+    bool parking;              /* the next write parks the run (requires_action, no lease owner) */
+    bool parked;               /* that write is stored: the row has no owner now */
+    int64_t approval_deadline; /* ms: the pending approvals of this turn expire then; 0 = none */
     /* flow */
     struct event *timer;
     bool persisting;
@@ -210,6 +217,7 @@ static void run_free(ah_run_t *r)
     json_decref(r->known_results);
     json_decref(r->history);
     json_decref(r->known_decisions);
+    json_decref(r->announced);
     ah_buf_free(&r->gw_err);
     ah_buf_free(&r->content);
     ah_buf_free(&r->frame);
@@ -277,7 +285,10 @@ typedef struct persist_job {
     char *session_messages; /* in: what the run adds to the session (completed runs) */
     int session_rc;
     char request_hash[65];
-    bool final; /* the run's final state: enqueue its webhook in the same transaction */
+    bool final;      /* the run's final state: enqueue its webhook in the same transaction */
+    bool park;       /* requires_action: give up the lease until park_until (or a decision) */
+    bool after_park; /* the run was parked by this process: a row still without owner is ours */
+    int64_t park_until;
     ah_run_t *run;
 } persist_job_t;
 
@@ -324,12 +335,22 @@ static int persist_work(ah_db_t *db, void *arg)
             ah_db_val_t id = ah_db_text(j->rec.id);
             rc = ah_db_query(db, "SELECT lease_owner FROM runs WHERE id = ?", &id, 1, owner_cb,
                              owner);
-            if (rc == 0 && strcmp(owner, j->rec.lease_owner) != 0)
+            /* A cancel or timeout that raced with parking still ends the parked run. */
+            bool ours = strcmp(owner, j->rec.lease_owner) == 0 || (j->after_park && !owner[0]);
+            if (rc == 0 && !ours)
                 return -ESTALE;
         }
         rc = ah_store_run_update(db, &j->rec);
         if (rc == 0 && j->final && j->rec.webhook_url && *j->rec.webhook_url)
             rc = ah_webhook_enqueue_run(db, &j->rec, j->rec.webhook_url, now);
+        if (rc == 0 && j->park) {
+            /* No owner while a human decides: a decision on any replica makes the run
+             * claimable at once (approvals.c); else a claim at park_until expires it. */
+            ah_db_val_t v[2] = {ah_db_int(j->park_until), ah_db_text(j->rec.id)};
+            rc = ah_db_query(
+                db, "UPDATE runs SET lease_owner = NULL, lease_expires_at = ? WHERE id = ?", v, 2,
+                NULL, NULL);
+        }
     }
     if (rc == 0 && j->n)
         rc = ah_store_run_events_append(db, j->ev, j->n);
@@ -342,6 +363,26 @@ static int persist_work(ah_db_t *db, void *arg)
     return rc;
 }
 
+/* Stops executing the run in this process without writing anything: whoever owns it next
+ * resumes it from its last stored step. */
+static void stop_here(ah_run_t *r)
+{
+    if (r->gw) {
+        ah_gateway_cancel(r->gw);
+        r->gw = NULL;
+    }
+    for (size_t i = 0; i < r->n_calls; i++) {
+        ah_tool_cancel(r->calls[i].exec);
+        r->calls[i].exec = NULL;
+    }
+    if (r->timer)
+        event_del(r->timer);
+    if (r->limit_timer)
+        event_del(r->limit_timer);
+    r->finished = true;
+    r->final_stored = true;
+}
+
 static void persist_done(int rc, void *arg)
 {
     persist_job_t *j = arg;
@@ -350,6 +391,8 @@ static void persist_done(int rc, void *arg)
         free(j->ev[i].data);
     free(j->ev);
     bool inserted = j->insert, enqueued = j->enqueued;
+    if (rc == 0 && j->park)
+        r->parked = true;
     int session_rc = j->session_rc;
     bool acquired = j->acquire && session_rc == 0 && !enqueued;
     if (acquired) {
@@ -406,18 +449,7 @@ static void persist_done(int rc, void *arg)
         /* Another replica took the run over (our lease lapsed): stop here, write nothing. */
         ah_log(AH_LOG_WARN, "runtime", "run taken over by another replica: stopped here",
                AH_LF_STR("agent", r->rec.agent), AH_LF_END);
-        if (r->gw) {
-            ah_gateway_cancel(r->gw);
-            r->gw = NULL;
-        }
-        for (size_t i = 0; i < r->n_calls; i++) {
-            ah_tool_cancel(r->calls[i].exec);
-            r->calls[i].exec = NULL;
-        }
-        if (r->timer)
-            event_del(r->timer);
-        r->finished = true;
-        r->final_stored = true;
+        stop_here(r);
         if (r->observing && r->obs.refused) {
             r->observing = false;
             r->obs.refused(r->ud, 409, "run_taken_over",
@@ -522,6 +554,8 @@ static void persist(ah_run_t *r, bool insert, void (*next)(ah_run_t *))
     char *state = NULL;
     json_t *st = json_pack("{s:O, s:s, s:i}", "messages", r->messages, "agent",
                            r->spec ? r->spec->name : r->rec.agent, "turn", r->rec.turns);
+    if (st && r->approval_deadline)
+        json_object_set_new(st, "approval_deadline", json_integer(r->approval_deadline));
     if (st) {
         state = json_dumps(st, JSON_COMPACT);
         json_decref(st);
@@ -549,6 +583,9 @@ static void persist(ah_run_t *r, bool insert, void (*next)(ah_run_t *))
     if (insert)
         snprintf(j->request_hash, sizeof(j->request_hash), "%s", r->request_hash);
     j->final = r->finished;
+    j->park = r->parking && !r->finished;
+    j->after_park = r->parked;
+    j->park_until = r->approval_deadline;
     if (r->finished && r->session_held) {
         j->release = true;
         r->session_held = false;
@@ -956,6 +993,7 @@ static void do_call_model(ah_run_t *r)
 /* ---- tools ---- */
 
 static void tools_all_done(ah_run_t *r);
+static void maybe_park(ah_run_t *r);
 
 static void tool_done(void *ud, bool is_error, const char *text, size_t n)
 {
@@ -984,15 +1022,78 @@ static void tool_done(void *ud, bool is_error, const char *text, size_t n)
         flush_events(r);
         if (--r->n_pending == 0)
             tools_all_done(r);
+        else
+            maybe_park(r);
     }
     release(r);
 }
 
 static void prepared(void *ud, int rc, const char *err);
 
+/* The run was written in requires_action without a lease: it lives in the store now. */
+static void parked(ah_run_t *r)
+{
+    r->parking = false;
+    if (r->finished)
+        return; /* cancelled or failed while the write was in flight */
+    r->finished = true;
+    r->final_stored = true; /* freed when the outermost entry point returns */
+    if (r->timer)
+        event_del(r->timer);
+    ah_log(AH_LOG_INFO, "runtime", "run waits for an approval; its lease is given up",
+           AH_LF_STR("agent", r->rec.agent), AH_LF_INT("awaiting", r->n_awaiting), AH_LF_END);
+    /* A sync client gets the run in requires_action; a stream ends after that event. */
+    if (r->observing && r->obs.done) {
+        r->observing = false;
+        r->obs.done(r->ud, &r->rec);
+    }
+}
+
+/*
+ * Every call of the turn that needs no human is done and some wait for one:
+ * the run pauses. It is stored in requires_action with no lease owner and
+ * leaves memory, so waiting costs nothing here and a decision sent to any
+ * replica resumes it there (approvals.c). The wait is bounded by
+ * spec.approval.timeout_s (default: the run's timeout_s), counted from the
+ * first pause of this turn: a claim at that time finds the calls undecided
+ * and fails the run with approval_expired.
+ */
+static void maybe_park(ah_run_t *r)
+{
+    if (r->finished || r->starting_tools || r->parking || r->n_awaiting == 0 ||
+        r->n_pending != (size_t)r->n_awaiting)
+        return;
+    int64_t now = ah_wall_ms();
+    double wait_s = r->spec->approval_timeout_s > 0 ? r->spec->approval_timeout_s : r->timeout_s;
+    if (!r->approval_deadline)
+        r->approval_deadline = now + (int64_t)(wait_s * 1000);
+    if (now >= r->approval_deadline) {
+        char m[200];
+        snprintf(m, sizeof(m),
+                 "no decision on the tool call(s) waiting for an approval within %g s "
+                 "(spec.approval.timeout_s)",
+                 wait_s);
+        fail(r, "approval_expired", m);
+        return;
+    }
+    json_t *pending = json_array();
+    for (size_t i = 0; i < r->n_calls; i++)
+        if (r->calls[i].awaiting)
+            json_array_append_new(pending, json_pack("{s:s, s:s, s:s}", "tool_call_id",
+                                                     r->calls[i].id, "name", r->calls[i].name,
+                                                     "arguments", r->calls[i].args));
+    snprintf(r->rec.status, sizeof(r->rec.status), "%s", AH_RUN_REQUIRES_ACTION);
+    emit(r, "run.requires_action",
+         json_pack("{s:o, s:I}", "tool_calls", pending, "expires_at",
+                   (json_int_t)r->approval_deadline));
+    r->parking = true;
+    persist(r, false, parked);
+}
+
 static void tools_all_done(ah_run_t *r)
 {
     r->tools_ns += ah_mono_ns() - r->t_tools;
+    r->approval_deadline = 0; /* the next turn's approvals get their own time */
     /* Results go into the conversation in the order the model asked for them. */
     for (size_t i = 0; i < r->n_calls; i++) {
         tool_call_t *tc = &r->calls[i];
@@ -1112,8 +1213,8 @@ static void run_tools(ah_run_t *r)
     /* Announce every call, then start them (several in parallel). */
     for (size_t i = 0; i < r->n_calls; i++) {
         tool_call_t *tc = &r->calls[i];
-        if (json_object_get(r->known_results, tc->id))
-            continue;
+        if (json_object_get(r->known_results, tc->id) || json_object_get(r->announced, tc->id))
+            continue; /* resumed: announced before */
         json_t *args = json_loads(tc->args, 0, NULL);
         emit(r, "tool.call",
              json_pack("{s:s, s:s, s:o}", "tool_call_id", tc->id, "name", tc->name, "arguments",
@@ -1132,6 +1233,7 @@ static void start_tools(ah_run_t *r)
     if (r->finished)
         return;
     size_t n = r->n_calls;
+    r->starting_tools = true; /* calls finishing right here must not park the run mid-loop */
     for (size_t i = 0; i < n && !r->finished; i++) {
         tool_call_t *tc = &r->calls[i];
         json_t *known = json_object_get(r->known_results, tc->id);
@@ -1169,19 +1271,8 @@ static void start_tools(ah_run_t *r)
         }
         start_call(r, tc, e);
     }
-    if (r->n_awaiting && !r->finished) {
-        /* Pause: no thread, no connection; the run waits in memory (and its lease is renewed). */
-        json_t *pending = json_array();
-        for (size_t i = 0; i < n; i++)
-            if (r->calls[i].awaiting)
-                json_array_append_new(pending, json_pack("{s:s, s:s, s:s}", "tool_call_id",
-                                                         r->calls[i].id, "name", r->calls[i].name,
-                                                         "arguments", r->calls[i].args));
-        snprintf(r->rec.status, sizeof(r->rec.status), "%s", AH_RUN_REQUIRES_ACTION);
-        emit(r, "run.requires_action", json_pack("{s:o}", "tool_calls", pending));
-        if (!r->persisting)
-            persist(r, false, NULL);
-    }
+    r->starting_tools = false;
+    maybe_park(r);
 }
 
 static void after_model(ah_run_t *r)
@@ -1534,7 +1625,8 @@ int ah_runtime_start(ah_runtime_t *rt, ah_loop_t *loop, const ah_run_opts_t *o,
     rec->session_id = dup_or_null(o->session_id);
     rec->metadata = dup_or_null(o->metadata_json);
     rec->limits = dup_or_null(o->limits_json);
-    rec->webhook_url = dup_or_null(o->webhook_url);
+    /* The run's own webhook_url wins; else the agent's (the version this run uses). */
+    rec->webhook_url = dup_or_null(o->webhook_url ? o->webhook_url : r->spec->webhook_url);
     rec->idempotency_key = dup_or_null(o->idempotency_key);
     r->enqueue = o->multitask && strcmp(o->multitask, "enqueue") == 0;
     snprintf(r->request_hash, sizeof(r->request_hash), "%s",
@@ -1718,6 +1810,91 @@ int ah_runtime_metrics_init(ah_runtime_t *rt)
     return rt->m_runs && rt->m_tools ? 0 : -ENOMEM;
 }
 
+void ah_runtime_count_final(ah_runtime_t *rt, const char *agent, const char *status)
+{
+    if (rt->m_runs)
+        ah_counter_inc(ah_metrics_series(rt->m_runs, agent, status));
+}
+
+void ah_runtime_kick_webhooks(ah_runtime_t *rt)
+{
+    if (rt->d.webhooks)
+        ah_webhooks_kick(rt->d.webhooks);
+}
+
+/* ---- graceful shutdown: hand runs back ---- */
+
+void ah_runtime_drain(ah_runtime_t *rt)
+{
+    atomic_store(&rt->draining, true);
+}
+
+bool ah_runtime_draining(const ah_runtime_t *rt)
+{
+    return atomic_load(&((ah_runtime_t *)rt)->draining);
+}
+
+size_t ah_runtime_abandon(ah_runtime_t *rt)
+{
+    rt_worker_t *w = tl_worker;
+    if (!w || w->rt != rt || w->n_runs == 0)
+        return 0;
+    /* run_free edits w->runs: work on a copy. */
+    size_t n = w->n_runs, cut = 0;
+    ah_run_t **runs = malloc(n * sizeof(*runs));
+    if (!runs)
+        return 0;
+    memcpy(runs, w->runs, n * sizeof(*runs));
+    for (size_t i = 0; i < n; i++) {
+        ah_run_t *r = runs[i];
+        if (r->finished)
+            continue;
+        cut++;
+        r->observing = false; /* the worker closed its connections already */
+        stop_here(r);
+        /* A store job or callback still referring to it never comes back: the loop is done. */
+        if (r->busy == 0 && !r->persisting)
+            run_free(r);
+    }
+    free(runs);
+    return cut;
+}
+
+typedef struct handback_job {
+    char owner[48];
+    int64_t n;
+} handback_job_t;
+
+static int handback_work(ah_db_t *db, void *arg)
+{
+    handback_job_t *j = arg;
+    ah_db_val_t v = ah_db_text(j->owner);
+    /* A claimed queued run was never started: its claim does not count as an attempt. */
+    int rc = ah_db_query(db,
+                         "UPDATE runs SET lease_owner = NULL, lease_expires_at = 0, attempt = CASE "
+                         "WHEN status = 'queued' THEN attempt - 1 ELSE attempt END WHERE "
+                         "lease_owner = ? AND status IN ('queued', 'running', 'requires_action')",
+                         &v, 1, NULL, NULL);
+    j->n = rc == 0 ? ah_db_changes(db) : 0;
+    return rc;
+}
+
+int ah_runtime_hand_back(ah_runtime_t *rt)
+{
+    handback_job_t j = {.n = 0};
+    snprintf(j.owner, sizeof(j.owner), "%s", rt->node);
+    int rc = ah_store_call(rt->d.store, AH_STORE_WRITE, handback_work, &j);
+    if (rc)
+        ah_log(AH_LOG_ERROR, "runtime",
+               "cannot hand this replica's runs back: other replicas resume them after "
+               "runs.lease_s",
+               AH_LF_INT("rc", rc), AH_LF_END);
+    else if (j.n)
+        ah_log(AH_LOG_INFO, "runtime", "runs handed back to the other replicas",
+               AH_LF_INT("runs", j.n), AH_LF_END);
+    return rc ? rc : (int)j.n;
+}
+
 /* ---- resume (durable runs) ---- */
 
 typedef struct load_job {
@@ -1725,6 +1902,7 @@ typedef struct load_job {
     int64_t max_seq;
     json_t *results;   /* tool_call_id -> tool.result data */
     json_t *decisions; /* tool_call_id -> approval data */
+    json_t *announced; /* tool_call_id -> true: its tool.call event is stored */
     ah_run_t *run;
 } load_job_t;
 
@@ -1734,7 +1912,13 @@ static int load_event(void *ud, const ah_run_event_t *e)
     if (e->seq > j->max_seq)
         j->max_seq = e->seq;
     bool result = strcmp(e->type, "tool.result") == 0;
-    if (result || strcmp(e->type, "approval") == 0) {
+    if (strcmp(e->type, "tool.call") == 0) {
+        json_t *d = json_loads(e->data ? e->data : "{}", 0, NULL);
+        const char *id = json_string_value(json_object_get(d, "tool_call_id"));
+        if (id)
+            json_object_set_new(j->announced, id, json_true());
+        json_decref(d);
+    } else if (result || strcmp(e->type, "approval") == 0) {
         json_t *d = json_loads(e->data ? e->data : "{}", 0, NULL);
         const char *id = json_string_value(json_object_get(d, "tool_call_id"));
         if (id)
@@ -1757,8 +1941,10 @@ static void load_done(int rc, void *arg)
     hold(r);
     r->known_results = j->results;
     r->known_decisions = j->decisions;
+    r->announced = j->announced;
     j->results = NULL;
     j->decisions = NULL;
+    j->announced = NULL;
     if (j->max_seq > r->rec.last_event_seq)
         r->rec.last_event_seq = j->max_seq;
     free(j);
@@ -1767,6 +1953,8 @@ static void load_done(int rc, void *arg)
         release(r);
         return;
     }
+    /* Back from a wait for an approval (or taken over from one): executing again. */
+    snprintf(r->rec.status, sizeof(r->rec.status), "%s", AH_RUN_RUNNING);
     emit(r, "run.resumed", json_pack("{s:i, s:s}", "attempt", r->rec.attempt, "node", r->rt->node));
     ah_log(AH_LOG_INFO, "runtime", "run resumed", AH_LF_STR("agent", r->rec.agent),
            AH_LF_INT("attempt", r->rec.attempt), AH_LF_INT("turns", r->rec.turns), AH_LF_END);
@@ -1821,10 +2009,12 @@ static void resume_continue(ah_run_t *r)
     snprintf(j->run_id, sizeof(j->run_id), "%s", r->rec.id);
     j->results = json_object();
     j->decisions = json_object();
+    j->announced = json_object();
     j->run = r;
     if (ah_store_submit(r->rt->d.store, AH_STORE_READ, load_work, load_done, r->loop, j) != 0) {
         json_decref(j->results);
         json_decref(j->decisions);
+        json_decref(j->announced);
         free(j);
         fail(r, "store_busy", "the store is busy");
     }
@@ -1915,6 +2105,7 @@ int ah_runtime_resume(ah_runtime_t *rt, ah_loop_t *loop, const ah_run_rec_t *rec
         release(r);
         return 0;
     }
+    r->approval_deadline = json_integer_value(json_object_get(state, "approval_deadline"));
     if (state && json_is_array(json_object_get(state, "messages")))
         r->messages = json_incref(json_object_get(state, "messages"));
     else
@@ -1976,109 +2167,4 @@ ah_store_t *ah_runtime_store(const ah_runtime_t *rt)
 const ah_config_t *ah_runtime_config(const ah_runtime_t *rt)
 {
     return rt->d.cfg;
-}
-
-/* ---- approvals ---- */
-
-typedef struct approve_msg {
-    ah_runtime_t *rt;
-    char run_id[48], call_id[128], by[64];
-    char *reason;
-    bool approve;
-    ah_loop_t *reply_loop;
-    void (*cb)(void *ud, int rc, const char *msg);
-    void *ud;
-    int rc;
-    char msg[160];
-} approve_msg_t;
-
-static void approve_reply(void *arg)
-{
-    approve_msg_t *m = arg;
-    m->cb(m->ud, m->rc, m->msg);
-    free(m->reason);
-    free(m);
-}
-
-static void approve_on_loop(void *arg)
-{
-    approve_msg_t *m = arg;
-    ah_run_t *r = NULL;
-    pthread_mutex_lock(&m->rt->mu);
-    for (active_run_t *a = m->rt->active; a; a = a->next)
-        if (strcmp(a->id, m->run_id) == 0)
-            r = a->run;
-    pthread_mutex_unlock(&m->rt->mu);
-    tool_call_t *tc = NULL;
-    if (r && !r->finished)
-        for (size_t i = 0; i < r->n_calls; i++)
-            if (strcmp(r->calls[i].id, m->call_id) == 0)
-                tc = &r->calls[i];
-    if (!r || r->finished) {
-        m->rc = -ESRCH;
-        snprintf(m->msg, sizeof(m->msg), "the run is not waiting for an approval here");
-    } else if (!tc) {
-        m->rc = -ENOENT;
-        snprintf(m->msg, sizeof(m->msg), "the run has no pending tool call with this id");
-    } else if (!tc->awaiting) {
-        m->rc = -EALREADY;
-        snprintf(m->msg, sizeof(m->msg), "this tool call was already decided");
-    } else {
-        hold(r);
-        tc->awaiting = false;
-        r->n_awaiting--;
-        emit(r, "approval",
-             json_pack("{s:s, s:s, s:b, s:s, s:s?}", "tool_call_id", tc->id, "name", tc->name,
-                       "approved", m->approve, "by", m->by, "reason", m->reason));
-        flush_events(r); /* a decision is durable before the call runs */
-        if (r->n_awaiting == 0)
-            snprintf(r->rec.status, sizeof(r->rec.status), "%s", AH_RUN_RUNNING);
-        if (m->approve) {
-            const ah_tool_entry_t *e = ah_tool_catalog_find(&r->cat, tc->name);
-            if (e)
-                start_call(r, tc, e);
-            else
-                reject_call(tc, "the server", "the tool is no longer offered");
-        } else {
-            reject_call(tc, m->by, m->reason);
-        }
-        m->rc = 0;
-        release(r);
-    }
-    if (ah_loop_post(m->reply_loop, approve_reply, m) != 0) {
-        free(m->reason);
-        free(m);
-    }
-}
-
-int ah_runtime_approve(ah_runtime_t *rt, const char *run_id, const char *tool_call_id, bool approve,
-                       const char *reason, const char *by, ah_loop_t *reply_loop,
-                       void (*cb)(void *ud, int rc, const char *msg), void *ud)
-{
-    ah_loop_t *loop = NULL;
-    pthread_mutex_lock(&rt->mu);
-    for (active_run_t *a = rt->active; a; a = a->next)
-        if (strcmp(a->id, run_id) == 0)
-            loop = a->loop;
-    pthread_mutex_unlock(&rt->mu);
-    if (!loop)
-        return -ESRCH;
-    approve_msg_t *m = calloc(1, sizeof(*m));
-    if (!m)
-        return -ENOMEM;
-    m->rt = rt;
-    snprintf(m->run_id, sizeof(m->run_id), "%s", run_id);
-    snprintf(m->call_id, sizeof(m->call_id), "%s", tool_call_id);
-    snprintf(m->by, sizeof(m->by), "%s", by ? by : "");
-    m->reason = reason ? strdup(reason) : NULL;
-    m->approve = approve;
-    m->reply_loop = reply_loop;
-    m->cb = cb;
-    m->ud = ud;
-    if (ah_loop_post(loop, approve_on_loop, m) != 0) {
-        free(m->reason);
-        free(m);
-        return -ENOMEM;
-    }
-    return 0;
 }

@@ -131,15 +131,38 @@ ah_store_t *ah_runtime_store(const ah_runtime_t *rt);
 const ah_config_t *ah_runtime_config(const ah_runtime_t *rt);
 
 /**
- * Records a human's decision on a tool call of a run waiting in
- * requires_action (any thread): approved calls run, rejected ones return the
- * reason to the model. cb(ud, rc, msg) runs on reply_loop: 0; -ENOENT no
- * such pending call; -EALREADY already decided; -ESRCH the run is not
- * waiting in this process. Returns -ESRCH at once when the run is not here.
+ * Counts a run that ended in the store without executing here (queue expiry,
+ * cancel of a queued or parked run) in agenthub_runs_total. Any thread.
  */
-int ah_runtime_approve(ah_runtime_t *rt, const char *run_id, const char *tool_call_id, bool approve,
-                       const char *reason, const char *by, ah_loop_t *reply_loop,
-                       void (*cb)(void *ud, int rc, const char *msg), void *ud);
+void ah_runtime_count_final(ah_runtime_t *rt, const char *agent, const char *status);
+
+/** Wakes the webhook deliverer (a job just enqueued deliveries). Any thread. */
+void ah_runtime_kick_webhooks(ah_runtime_t *rt);
+
+/*
+ * Graceful shutdown (serve.c): ah_runtime_drain when the signal comes (the
+ * claimers take nothing more; runs executing here go on while their worker
+ * still serves requests); ah_runtime_abandon on each worker's thread as it
+ * stops (the runs still executing there stop without writing anything); then
+ * ah_runtime_hand_back once every worker stopped: one write, queued behind
+ * every write the runs made, clears this replica's leases so another replica
+ * resumes those runs (and starts the queued runs it had claimed) at once,
+ * from their last stored step, instead of after runs.lease_s.
+ */
+void ah_runtime_drain(ah_runtime_t *rt);
+
+/** True after ah_runtime_drain. Any thread. */
+bool ah_runtime_draining(const ah_runtime_t *rt);
+
+/** Stops the runs executing on the calling worker's loop (it no longer runs). Returns how many. */
+size_t ah_runtime_abandon(ah_runtime_t *rt);
+
+/**
+ * Clears the leases this replica holds in the store (blocking: main thread,
+ * after the workers stopped). Returns the number of runs handed back, or -errno
+ * (logged; the runs are then resumed after runs.lease_s).
+ */
+int ah_runtime_hand_back(ah_runtime_t *rt);
 
 /** Registers the runtime's metrics. */
 int ah_runtime_metrics_init(ah_runtime_t *rt);

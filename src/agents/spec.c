@@ -25,9 +25,11 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "agents/webhooks.h"
 #include "core/crypto.h"
 #include "core/suggest.h"
 #include "core/yaml.h"
+#include "store/webhooks.h"
 
 #define PATH_LEN           320
 #define MAX_DEPTH          64          /* nesting, YAML and JSON alike */
@@ -956,8 +958,9 @@ static ah_yaml_node_t *json_to_node(jconv_t *c, json_t *j, int *err)
 
 static const char *const top_keys[] = {"apiVersion", "kind", "metadata", "spec", NULL};
 static const char *const meta_keys[] = {"name", "labels", NULL};
-static const char *const spec_keys[] = {"model",  "instructions", "tools",  "handoffs", "approval",
-                                        "limits", "session",      "canary", NULL};
+static const char *const spec_keys[] = {
+    "model",  "instructions", "tools",  "handoffs",    "approval",
+    "limits", "session",      "canary", "webhook_url", NULL};
 static const char *const http_keys[] = {
     "type",   "name",    "description", "parameters",         "url",
     "method", "headers", "timeout_s",   "max_response_bytes", NULL};
@@ -967,7 +970,7 @@ static const char *const exec_keys[] = {"type",    "name",    "description", "pa
 static const char *const server_keys[] = {"url", "command", "env", NULL};
 static const char *const sandbox_keys[] = {"network",   "memory_mb",        "cpu_s",
                                            "timeout_s", "max_output_bytes", NULL};
-static const char *const approval_keys[] = {"tools", NULL};
+static const char *const approval_keys[] = {"tools", "timeout_s", NULL};
 static const char *const limits_keys[] = {"max_turns",
                                           "max_tokens",
                                           "max_cost_usd",
@@ -1415,6 +1418,8 @@ static void walk_approval(vx_t *x, const ah_yaml_node_t *n, ah_agent_spec_t *s, 
     if (!want_kind(x, n, AH_YAML_MAP, "spec.approval", "({ tools: [names] })"))
         return;
     check_keys(x, n, "spec.approval", approval_keys, NULL);
+    get_num(x, field(n, "timeout_s"), "spec.approval.timeout_s", 1, 30 * 86400.0, true,
+            &s->approval_timeout_s);
     int *lines = NULL;
     int c = get_str_list(x, field(n, "tools"), "spec.approval.tools", AH_AGENT_MAX_TOOLS * 4, 256,
                          &s->approval_tools, &lines);
@@ -1558,6 +1563,22 @@ static void walk_metadata(vx_t *x, const ah_yaml_node_t *doc, ah_agent_spec_t *s
                 &s->labels, &s->n_labels);
 }
 
+/* The same check as a run's webhook_url (webhooks.c), so an agent never stores a URL that
+ * every delivery would dead-letter. */
+static void walk_webhook(vx_t *x, const ah_yaml_node_t *n, ah_agent_spec_t *s)
+{
+    const char *url = NULL;
+    char g[80];
+    if (get_str(x, n, "spec.webhook_url", AH_WEBHOOK_URL_MAX, &url) <= 0)
+        return;
+    if (!ah_webhook_url_ok(url)) {
+        verr(x, n->line, "spec.webhook_url",
+             "expected an http:// or https:// URL with a host, got %s", shown(g, url));
+        return;
+    }
+    s->webhook_url = url;
+}
+
 static void walk_spec(vx_t *x, const ah_yaml_node_t *doc, ah_agent_spec_t *s)
 {
     const ah_yaml_node_t *sp = field(doc, "spec");
@@ -1596,6 +1617,7 @@ static void walk_spec(vx_t *x, const ah_yaml_node_t *doc, ah_agent_spec_t *s)
     walk_limits(x, field(sp, "limits"), &s->limits);
     walk_session(x, field(sp, "session"), s);
     walk_canary(x, field(sp, "canary"), s);
+    walk_webhook(x, field(sp, "webhook_url"), s);
 }
 
 /* ------------------------------------------------------------- canonical */
@@ -1704,10 +1726,14 @@ static int build_canonical(ah_agent_spec_t *s)
                   num_json(s->session.ttl_s), "max_messages", s->session.max_messages);
     if (spec && s->n_handoffs)
         json_object_set_new(spec, "handoffs", str_array(s->handoffs, s->n_handoffs));
-    if (spec && s->n_approval_tools)
-        json_object_set_new(
-            spec, "approval",
-            json_pack("{s:o}", "tools", str_array(s->approval_tools, s->n_approval_tools)));
+    if (spec && s->n_approval_tools) {
+        json_t *ap = json_pack("{s:o}", "tools", str_array(s->approval_tools, s->n_approval_tools));
+        if (ap && s->approval_timeout_s > 0)
+            json_object_set_new(ap, "timeout_s", num_json(s->approval_timeout_s));
+        json_object_set_new(spec, "approval", ap);
+    }
+    if (spec && s->webhook_url)
+        json_object_set_new(spec, "webhook_url", json_string(s->webhook_url));
     if (spec && s->canary.version)
         json_object_set_new(spec, "canary",
                             json_pack("{s:I, s:i}", "version", (json_int_t)s->canary.version,

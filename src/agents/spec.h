@@ -137,6 +137,8 @@ typedef struct ah_agent_spec {
     size_t n_handoffs;
     const char *const *approval_tools;
     size_t n_approval_tools;
+    double approval_timeout_s; /* a pending approval expires after this; 0 = the run's timeout_s */
+    const char *webhook_url;   /* runs without their own webhook_url report here; NULL = none */
     ah_agent_limits_t limits;
     struct {
         double ttl_s;     /* default 86400 */

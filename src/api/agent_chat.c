@@ -92,9 +92,19 @@ static void on_done(void *ud, const ah_run_rec_t *run)
         return;
     }
     bool ok = strcmp(run->status, AH_RUN_COMPLETED) == 0;
+    bool waiting = strcmp(run->status, AH_RUN_REQUIRES_ACTION) == 0;
     char msg[600];
-    snprintf(msg, sizeof(msg), "the agent run %s %s: %s", run->id, run->status,
-             run->error ? run->error : "no answer");
+    if (waiting)
+        snprintf(msg, sizeof(msg),
+                 "the agent run %s waits for a human to approve a tool call: decide with POST "
+                 "/v1/runs/%s/approvals, then read the answer with GET /v1/runs/%s",
+                 run->id, run->id, run->id);
+    else
+        snprintf(msg, sizeof(msg), "the agent run %s %s: %s", run->id, run->status,
+                 run->error ? run->error : "no answer");
+    const char *code = waiting           ? "requires_action"
+                       : run->error_code ? run->error_code
+                                         : "run_failed";
     if (x->started) {
         x->req = req;
         if (ok) {
@@ -104,8 +114,7 @@ static void on_done(void *ud, const ah_run_rec_t *run)
             ah_http_stream_write(req, "data: [DONE]\n\n", 14);
         } else {
             json_t *e = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", msg, "type",
-                                  "server_error", "param", "code",
-                                  run->error_code ? run->error_code : "run_failed");
+                                  "server_error", "param", "code", code);
             char *s = json_dumps(e, JSON_COMPACT);
             json_decref(e);
             ah_buf_t b;
@@ -130,8 +139,8 @@ static void on_done(void *ud, const ah_run_rec_t *run)
         free(s);
     } else {
         ah_http_req_add_header(req, "x-agenthub-run-id", run->id);
-        ah_http_reply_error(req, 502, "server_error",
-                            run->error_code ? run->error_code : "run_failed", NULL, msg);
+        ah_http_reply_error(req, waiting ? 409 : 502, waiting ? "conflict_error" : "server_error",
+                            code, NULL, msg);
     }
     free(x);
 }

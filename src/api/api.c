@@ -216,8 +216,12 @@ void ah_api_on_worker_stop(ah_loop_t *loop, int index, void *ud)
 {
     ah_app_t *app = ud;
     (void)loop;
-    (void)index;
     if (app->runtime) {
+        size_t cut = ah_runtime_abandon(app->runtime);
+        if (cut)
+            ah_log(AH_LOG_INFO, "runtime",
+                   "worker stopped with runs executing: they are handed back",
+                   AH_LF_INT("worker", index), AH_LF_INT("runs", (int64_t)cut), AH_LF_END);
         ah_queue_detach(app->runtime);
         ah_runtime_detach(app->runtime);
     }

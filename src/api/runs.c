@@ -12,6 +12,8 @@
 
 #include "api/api.h"
 #include "api/runs_json.h"
+#include "agents/approvals.h"
+#include "agents/queue.h"
 #include "agents/webhooks.h"
 #include "http/sse.h"
 #include "core/clock.h"
@@ -390,7 +392,8 @@ void ah_api_runs_create(ah_http_req_t *req, ah_app_t *app, const ah_principal_t 
 
 typedef struct cancel_job {
     ah_http_req_t *req;
-    char id[48], key_id[48];
+    ah_app_t *app;
+    char id[48], key_id[48], agent[80];
     bool any_key;
     bool visible; /* exists, and the caller may see it */
     int64_t changed;
@@ -406,7 +409,7 @@ static int visible_cb(void *ud, const ah_db_val_t *cols, int ncols)
     return 0;
 }
 
-/* A run not executing here may still be queued: cancel it in the store. */
+/* A run not executing here may be queued or parked for an approval: cancel it in the store. */
 static int cancel_queued_work(ah_db_t *db, void *arg)
 {
     cancel_job_t *j = arg;
@@ -415,15 +418,10 @@ static int cancel_queued_work(ah_db_t *db, void *arg)
     int qrc = ah_db_query(db, "SELECT key_id FROM runs WHERE id = ?", &idv, 1, visible_cb, j);
     if (qrc || !j->visible)
         return qrc;
-    ah_db_val_t v[5] = {ah_db_int(now), ah_db_int(now), ah_db_text(j->id), ah_db_int(j->any_key),
-                        ah_db_text(j->key_id)};
-    int rc = ah_db_query(db,
-                         "UPDATE runs SET status = 'cancelled', finished_at = ?, updated_at = ?, "
-                         "error_code = 'cancelled', error = 'cancelled by request' WHERE id = ? "
-                         "AND status = 'queued' AND (? = 1 OR key_id = ?)",
-                         v, 5, NULL, NULL);
-    j->changed = rc == 0 ? ah_db_changes(db) : 0;
-    return rc;
+    int rc = ah_queue_end_run(db, j->id, AH_RUN_CANCELLED, "cancelled", "cancelled by request", now,
+                              j->agent);
+    j->changed = rc == 0;
+    return rc == -ESRCH ? 0 : rc;
 }
 
 static void cancel_queued_done(int rc, void *arg)
@@ -432,6 +430,8 @@ static void cancel_queued_done(int rc, void *arg)
     if (rc == 0 && !j->visible) {
         ah_http_reply_error(j->req, 404, NULL, "run_not_found", "id", "no such run");
     } else if (rc == 0 && j->changed == 1) {
+        ah_runtime_count_final(j->app->runtime, j->agent, AH_RUN_CANCELLED);
+        ah_runtime_kick_webhooks(j->app->runtime);
         char body[160];
         int n = snprintf(body, sizeof(body),
                          "{\"id\":\"%s\",\"object\":\"run\",\"status\":\"cancelled\"}", j->id);
@@ -463,6 +463,7 @@ void ah_api_runs_cancel(ah_http_req_t *req, ah_app_t *app, const ah_principal_t 
         return;
     }
     j->req = req;
+    j->app = app;
     snprintf(j->id, sizeof(j->id), "%s", id);
     snprintf(j->key_id, sizeof(j->key_id), "%s", who ? who->key_id : "");
     j->any_key = admin;
@@ -475,47 +476,50 @@ void ah_api_runs_cancel(ah_http_req_t *req, ah_app_t *app, const ah_principal_t 
 
 /* ---- approvals ---- */
 
+/* A decision is a store job: the run waits parked in the store, so any replica can take it. */
 typedef struct approval_req {
     ah_http_req_t *req;
-    ah_app_t *app;
-    char run_id[48], call_id[128], actor[48], decision[12];
+    char run_id[48], call_id[128], actor[48];
     char *reason;
+    bool approve, resumable;
+    char msg[200];
+    int rc;
 } approval_req_t;
 
-static int audit_work(ah_db_t *db, void *arg)
+static int approve_work(ah_db_t *db, void *arg)
 {
     approval_req_t *a = arg;
-    char detail[400];
-    snprintf(detail, sizeof(detail), "{\"tool_call_id\":\"%s\",\"decision\":\"%s\"}", a->call_id,
-             a->decision);
-    return ah_store_audit_insert(db, a->actor, "run.approval", a->run_id, detail, NULL);
+    ah_approval_t ap = {.run_id = a->run_id,
+                        .tool_call_id = a->call_id,
+                        .approve = a->approve,
+                        .reason = a->reason,
+                        .by = a->actor};
+    a->rc = ah_approval_decide(db, &ap, ah_wall_ms(), &a->resumable, a->msg, sizeof(a->msg));
+    /* A refusal is an answer, not a store failure: the job itself succeeded (nothing written). */
+    return a->rc == -ENOENT || a->rc == -ESRCH || a->rc == -ENXIO || a->rc == -EALREADY ? 0 : a->rc;
 }
 
-static void audit_done(int rc, void *arg)
+static void approve_done(int rc, void *arg)
 {
     approval_req_t *a = arg;
-    (void)rc;
-    free(a->reason);
-    free(a);
-}
-
-static void approved(void *ud, int rc, const char *msg)
-{
-    approval_req_t *a = ud;
-    if (rc == 0) {
+    if (rc == 0 && a->rc == 0) {
+        if (a->resumable)
+            ah_queue_kick(); /* this replica's claimer resumes it now (or another's first) */
         char body[320];
         int n = snprintf(body, sizeof(body),
                          "{\"run_id\":\"%s\",\"tool_call_id\":\"%s\",\"decision\":\"%s\"}",
-                         a->run_id, a->call_id, a->decision);
+                         a->run_id, a->call_id, a->approve ? "approve" : "reject");
         ah_http_reply_json(a->req, 200, body, (size_t)n);
-        /* Who decided goes to the audit log. */
-        if (ah_store_submit(a->app->store, AH_STORE_WRITE, audit_work, audit_done, NULL, a) == 0)
-            return;
-    } else if (rc == -ENOENT) {
-        ah_http_reply_error(a->req, 404, NULL, "tool_call_not_found", "tool_call_id", msg);
-    } else {
+    } else if (rc == 0 && a->rc == -ENOENT) {
+        ah_http_reply_error(a->req, 404, NULL, "run_not_found", "id", a->msg);
+    } else if (rc == 0 && a->rc == -ENXIO) {
+        ah_http_reply_error(a->req, 404, NULL, "tool_call_not_found", "tool_call_id", a->msg);
+    } else if (rc == 0) {
         ah_http_reply_error(a->req, 409, "conflict_error",
-                            rc == -EALREADY ? "already_decided" : "run_not_waiting", NULL, msg);
+                            a->rc == -EALREADY ? "already_decided" : "run_not_waiting", NULL,
+                            a->msg);
+    } else {
+        ah_api_store_error(a->req, rc);
     }
     free(a->reason);
     free(a);
@@ -540,26 +544,21 @@ void ah_api_runs_approve(ah_http_req_t *req, ah_app_t *app, const ah_principal_t
     } else {
         approval_req_t *a = calloc(1, sizeof(*a));
         const char *id = ah_http_req_param(req, "id");
-        if (a) {
+        if (!a) {
+            ah_api_store_error(req, -ENOMEM);
+        } else {
             a->req = req;
-            a->app = app;
             snprintf(a->run_id, sizeof(a->run_id), "%s", id ? id : "");
             snprintf(a->call_id, sizeof(a->call_id), "%s", call);
             snprintf(a->actor, sizeof(a->actor), "%s", who ? who->key_id : "");
-            snprintf(a->decision, sizeof(a->decision), "%s", decision);
+            a->approve = decision[0] == 'a';
             a->reason = json_is_string(reason) ? strdup(json_string_value(reason)) : NULL;
-        }
-        int rc = a ? ah_runtime_approve(app->runtime, a->run_id, call, decision[0] == 'a',
-                                        a->reason, a->actor, ah_http_req_loop(req), approved, a)
-                   : -ENOMEM;
-        if (rc) {
-            if (a) {
+            if (ah_store_submit(app->store, AH_STORE_WRITE, approve_work, approve_done,
+                                ah_http_req_loop(req), a) != 0) {
                 free(a->reason);
                 free(a);
+                ah_http_reply_error(req, 503, NULL, "store_busy", NULL, "the store is busy; retry");
             }
-            ah_http_reply_error(req, 409, "conflict_error", "run_not_waiting", NULL,
-                                "the run is not waiting for an approval on this server (it is "
-                                "finished, unknown, or waits on another replica)");
         }
     }
     json_decref(in);

@@ -367,6 +367,7 @@ int ah_cli_serve(int argc, char **argv)
     ah_log(AH_LOG_INFO, "server", "shutdown started: draining",
            AH_LF_STR("signal", sig == SIGINT ? "SIGINT" : "SIGTERM"),
            AH_LF_DBL("grace_s", cfg.server.shutdown_grace_s), AH_LF_END);
+    ah_runtime_drain(app.runtime); /* claim no more runs; those executing here go on meanwhile */
     ah_http_server_drain(app.server);
     uint64_t deadline = ah_mono_ns() + (uint64_t)(cfg.server.shutdown_grace_s * 1e9);
     for (;;) {
@@ -388,6 +389,8 @@ int ah_cli_serve(int argc, char **argv)
         ah_log(AH_LOG_WARN, "server", "grace period over: cut remaining connections",
                AH_LF_INT("connections", st.connections), AH_LF_END);
     }
+    /* The workers stopped: runs still unfinished here go to the other replicas now. */
+    ah_runtime_hand_back(app.runtime);
     ah_log(AH_LOG_INFO, "server", "shutdown complete", AH_LF_END);
     exit_code = 0;
 

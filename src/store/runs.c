@@ -397,6 +397,32 @@ int ah_store_run_events_append(ah_db_t *db, const ah_run_event_t *ev, size_t n)
     return 0;
 }
 
+int ah_store_run_event_add(ah_db_t *db, const char *run_id, const char *type, const char *data,
+                           int64_t ts)
+{
+    ah_run_event_t e;
+    memset(&e, 0, sizeof(e));
+    if (!run_id || !type || strlen(run_id) >= sizeof(e.run_id) || strlen(type) >= sizeof(e.type))
+        return -EINVAL;
+    snprintf(e.run_id, sizeof(e.run_id), "%s", run_id);
+    snprintf(e.type, sizeof(e.type), "%s", type);
+    ah_db_val_t id = ah_db_text(run_id);
+    int64_t last = 0;
+    int rc = ah_db_query_int(db, "SELECT COALESCE(MAX(seq), 0) FROM run_events WHERE run_id = ?",
+                             &id, 1, &last);
+    if (rc)
+        return rc;
+    e.seq = last + 1;
+    e.data = (char *)(data ? data : "{}");
+    e.ts = ts;
+    rc = ah_store_run_events_append(db, &e, 1);
+    if (rc)
+        return rc;
+    ah_db_val_t up[3] = {ah_db_int(e.seq), ah_db_text(run_id), ah_db_int(e.seq)};
+    return ah_db_query(db, "UPDATE runs SET last_event_seq = ? WHERE id = ? AND last_event_seq < ?",
+                       up, 3, NULL, NULL);
+}
+
 typedef struct {
     int (*cb)(void *ud, const ah_run_event_t *e);
     void *ud;

@@ -93,6 +93,16 @@ int ah_store_run_list(ah_db_t *db, const ah_run_filter_t *f,
 /** Appends events (seq must be new for the run). */
 int ah_store_run_events_append(ah_db_t *db, const ah_run_event_t *ev, size_t n);
 
+/**
+ * Appends one event after the run's last stored one (seq = highest stored + 1)
+ * and records that seq in the run row. For writers that are not executing the
+ * run: only while nobody does (queued, waiting for an approval with no lease
+ * owner, or being made final in the store), else the owner's next event
+ * would collide. data: JSON text (NULL = "{}"). 0 or -errno.
+ */
+int ah_store_run_event_add(ah_db_t *db, const char *run_id, const char *type, const char *data,
+                           int64_t ts);
+
 /** Events of a run with seq > after, in order, at most limit (0 = 10000). */
 int ah_store_run_events_list(ah_db_t *db, const char *run_id, int64_t after, int limit,
                              int (*cb)(void *ud, const ah_run_event_t *e), void *ud);

@@ -387,7 +387,7 @@ static void test_error_spec_fields(void **state)
                  "unknown field (did you mean \"tools\"?)");
     expect_error(HEAD "  model: m\n  zzzzzzzz: 1\n", "spec.zzzzzzzz", 7,
                  "unknown field (known fields: model, instructions, tools, handoffs, approval, "
-                 "limits, session, canary)");
+                 "limits, session, canary, webhook_url)");
     expect_error(HEAD "  model: [a]\n", "spec.model", 6, "expected a string, got a sequence");
     expect_error(HEAD "  model: true\n", "spec.model", 6,
                  "expected a string, got the boolean true");
@@ -519,6 +519,39 @@ static void test_error_tools(void **state)
                  "unknown tool \"refund_ordr\" (did you mean \"refund_order\"?)");
     expect_error(HEAD "  model: m\n  approval: { tools: [x], users: [y] }\n", "spec.approval.users",
                  7, "unknown field");
+    expect_error(HEAD "  model: m\n  approval:\n    timeout_s: 0\n", "spec.approval.timeout_s", 8,
+                 "");
+
+    /* webhook_url: the same rule as a run's */
+    expect_error(HEAD "  model: m\n  webhook_url: ftp://hooks.example.com/x\n", "spec.webhook_url",
+                 7, "expected an http:// or https:// URL with a host, got \"ftp://hooks.example");
+    expect_error(HEAD "  model: m\n  webhook_url: \"https:///nohost\"\n", "spec.webhook_url", 7,
+                 "expected an http:// or https:// URL with a host");
+    expect_error(HEAD "  model: m\n  webhook_url: [a]\n", "spec.webhook_url", 7,
+                 "expected a string, got a sequence");
+}
+
+/* A per-agent webhook_url and approval timeout are kept, and part of the canonical form. */
+static void test_webhook_and_approval_timeout(void **state)
+{
+    (void)state;
+    ah_agent_spec_t *s =
+        parse_one(HEAD "  model: mock\n  tools:\n    - { type: exec, name: refund, "
+                       "command: [x] }\n  approval: { tools: [refund], timeout_s: "
+                       "2h }\n  webhook_url: https://hooks.example.com/a?b=1\n",
+                  AH_AGENT_FMT_YAML);
+    assert_string_equal(s->webhook_url, "https://hooks.example.com/a?b=1");
+    assert_true(s->approval_timeout_s == 7200);
+    assert_non_null(strstr(s->json, "\"webhook_url\":\"https://hooks.example.com/a?b=1\""));
+    assert_non_null(strstr(s->json, "\"approval\":{\"timeout_s\":7200,\"tools\":[\"refund\"]}"));
+    ah_agent_spec_t *again = parse_one(s->json, AH_AGENT_FMT_AUTO);
+    assert_string_equal(again->hash, s->hash);
+    ah_agent_spec_t *d = parse_one(HEAD "  model: mock\n", AH_AGENT_FMT_YAML);
+    assert_null(d->webhook_url);
+    assert_true(d->approval_timeout_s == 0);
+    ah_agent_spec_unref(s);
+    ah_agent_spec_unref(again);
+    ah_agent_spec_unref(d);
 }
 
 static void test_error_limits_sizes(void **state)
@@ -771,6 +804,7 @@ int main(void)
         cmocka_unit_test(test_error_name),
         cmocka_unit_test(test_error_spec_fields),
         cmocka_unit_test(test_error_tools),
+        cmocka_unit_test(test_webhook_and_approval_timeout),
         cmocka_unit_test(test_error_limits_sizes),
         cmocka_unit_test(test_error_syntax),
         cmocka_unit_test(test_all_errors_in_order),

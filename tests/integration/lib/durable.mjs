@@ -3,9 +3,12 @@
 // two `agenthub serve` on one store, kill -9 mid-way, the survivor takes the
 // runs over (after runs.lease_s) and every run ends completed exactly once; a
 // sync run whose hub dies is finished by the other; queued runs past
-// runs.queue_ttl_s expire; a restarted hub finishes runs queued while it was
-// down; a resumed tool call keeps its Idempotency-Key; a paused hub that lost
-// its lease makes no more tool calls.
+// runs.queue_ttl_s expire (run.expired event, webhook, metrics); a restarted
+// hub finishes runs queued while it was down; a resumed tool call keeps its
+// Idempotency-Key; a paused hub that lost its lease makes no more tool calls;
+// SIGTERM hands a hub's runs back to the other at once; approvals are taken by
+// any hub, and pending ones expire; an agent's webhook_url is used when the run
+// gives none (signed deliveries checked by a local receiver).
 //
 // Tool calls are counted by a node HTTP server (fixtures/durable_tool_server.mjs)
 // per run and per Idempotency-Key ("<run id>:<tool call id>"): a call re-sent
@@ -29,6 +32,10 @@ import { startHub, req, tempDir, toYaml, pollUntil } from './harness.mjs';
 import { startRun, getRun, runEvents, waitRun, FINAL } from './runtime.mjs';
 import { startDurableToolServer } from '../fixtures/durable_tool_server.mjs';
 import { startDurableLlm } from '../fixtures/durable_llm.mjs';
+import { scrape } from './gateway.mjs';
+import { sum } from './prom.mjs';
+import crypto from 'node:crypto';
+import http from 'node:http';
 
 export const ADMIN = 'adm-durable-suite-key-0123456789abcdefghijklmnop';
 export const AGENT = 'recorder'; // model `slow`: the in-process mock (tool call id always call_1)
@@ -57,6 +64,56 @@ export const runOfKey = (k) => (k || '').split(':')[0];
 
 export const count = (evs, type) => evs.filter((e) => e.type === type).length;
 
+export const WEBHOOK_SECRET = 'whsec-durable-suite-0123456789';
+
+/**
+ * A webhook receiver on loopback: keeps every POST with its raw body, and
+ * whether its X-Agenthub-Signature verifies as docs/webhooks.md says.
+ */
+async function startWebhookReceiver() {
+  const got = [];
+  const verify = (header, body) => {
+    let t = null;
+    const sigs = [];
+    for (const item of (header ?? '').split(',')) {
+      const [k, v] = item.trim().split('=');
+      if (k === 't') t = v;
+      else if (k === 'v1') sigs.push(Buffer.from(v ?? '', 'hex'));
+    }
+    if (!/^\d+$/.test(t ?? '') || sigs.length === 0) return false;
+    const expected = crypto.createHmac('sha256', WEBHOOK_SECRET).update(`${t}.`).update(body).digest();
+    const ok = sigs.some((x) => x.length === expected.length && crypto.timingSafeEqual(x, expected));
+    return ok && Math.abs(Date.now() / 1000 - Number(t)) <= 300;
+  };
+  const server = http.createServer((rq, rs) => {
+    const chunks = [];
+    rq.on('data', (c) => chunks.push(c));
+    rq.on('end', () => {
+      const body = Buffer.concat(chunks);
+      let json = null;
+      try {
+        json = JSON.parse(body);
+      } catch {
+        /* kept as null */
+      }
+      got.push({ path: rq.url, headers: rq.headers, json, verified: verify(rq.headers['x-agenthub-signature'], body) });
+      rs.writeHead(204).end();
+    });
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    /** Deliveries for run id. */
+    forRun: (id) => got.filter((g) => g.json && g.json.data && g.json.data.id === id),
+    stop: () =>
+      new Promise((r) => {
+        server.closeAllConnections?.();
+        server.close(() => r());
+      }),
+  };
+}
+
+
 /**
  * The tool server, the fresh-id model and store/hub makers of the scenarios
  * (also for other suites' scenarios on the same setup). Stopped at the end of
@@ -67,15 +124,20 @@ export const count = (evs, type) => evs.filter((e) => e.type === type).length;
 export async function durableFixture({ storageUrl }) {
   const tools = await startDurableToolServer({ delayMs: 200, slowMs: 25_000, midMs: 1500 });
   const llm = await startDurableLlm();
-  after(() => Promise.all([tools.stop(), llm.stop()]));
+  const hooks = await startWebhookReceiver();
+  after(() => Promise.all([tools.stop(), llm.stop(), hooks.stop()]));
 
-  /** A new store: its storage URL and an agents_dir with the `recorder` agents. */
+  /**
+   * A new store: its storage URL and an agents_dir with the agents `recorder`,
+   * `recorder-fresh`, `approver` (record needs an approval), `approver-quick`
+   * (approvals expire after 1 s) and `hooked` (spec.webhook_url: the receiver).
+   */
   async function makeStore() {
     const dir = tempDir();
     const url = await storageUrl(dir);
     const agents = path.join(dir, 'agents');
     fs.mkdirSync(agents);
-    const doc = (name, model) => ({
+    const doc = (name, model, extra = {}) => ({
       apiVersion: 'agenthub/v1',
       kind: 'Agent',
       metadata: { name },
@@ -92,18 +154,27 @@ export async function durableFixture({ storageUrl }) {
             parameters: { type: 'object', properties: { id: { type: 'string' } }, required: ['id'] },
           },
         ],
+        ...extra,
       },
     });
     fs.writeFileSync(path.join(agents, `${AGENT}.yaml`), toYaml(doc(AGENT, 'slow')));
     fs.writeFileSync(path.join(agents, `${AGENT_FRESH}.yaml`), toYaml(doc(AGENT_FRESH, 'fresh')));
+    fs.writeFileSync(path.join(agents, 'approver.yaml'), toYaml(doc('approver', 'slow', { approval: { tools: ['record'] } })));
+    fs.writeFileSync(
+      path.join(agents, 'approver-quick.yaml'),
+      toYaml(doc('approver-quick', 'slow', { approval: { tools: ['record'], timeout_s: 1 } })),
+    );
+    fs.writeFileSync(path.join(agents, 'hooked.yaml'), toYaml(doc('hooked', 'slow', { webhook_url: `${hooks.url}/agent-hook` })));
     return { dir, url, agents };
   }
 
   /** Starts a hub named name (its tool calls say X-Hub: name) on store. */
-  function hubOn(store, name, { runs = {}, dataDir, env = {} } = {}) {
+  function hubOn(store, name, { runs = {}, dataDir, env = {}, server } = {}) {
     return startHub({
       dataDir,
       config: {
+        ...(server ? { server } : {}),
+        webhooks: { secret: WEBHOOK_SECRET },
         storage: { url: store.url },
         runs: { lease_s: LEASE_S, claim_interval_s: 0.1, max_concurrent: 100, ...runs },
         providers: [
@@ -135,12 +206,12 @@ export async function durableFixture({ storageUrl }) {
     };
   }
 
-  return { tools, llm, makeStore, hubOn, toolStats };
+  return { tools, llm, hooks, makeStore, hubOn, toolStats };
 }
 
 /** Registers the durable-runs tests on the store storageUrl makes (see the file comment). */
 export async function durableTests({ backend, storageUrl }) {
-  const { tools, makeStore, hubOn, toolStats } = await durableFixture({ storageUrl });
+  const { tools, hooks, makeStore, hubOn, toolStats } = await durableFixture({ storageUrl });
 
   test('kill -9 one of two hubs mid-way: 200 async runs all complete exactly once', { timeout: 60_000 }, async () => {
     const store = await makeStore();
@@ -328,7 +399,7 @@ export async function durableTests({ backend, storageUrl }) {
     const busy = await startRun(h, AGENT, { input: input('slow-q'), mode: 'async' });
     assert.equal(busy.status, 202);
     await pollUntil(() => tools.started('slow-q'), { timeoutMs: 10_000, message: 'the slow run to call its tool' });
-    const q = await startRun(h, AGENT, { input: input('q-1'), mode: 'async' });
+    const q = await startRun(h, AGENT, { input: input('q-1'), mode: 'async', webhook_url: `${hooks.url}/expired` });
     assert.equal(q.status, 202, q.text);
     assert.equal(q.json.status, 'queued');
     const run = await waitRun(h, q.json.id, { timeoutMs: 10_000 });
@@ -340,6 +411,21 @@ export async function durableTests({ backend, storageUrl }) {
     const list = await req(h, 'GET', '/v1/runs?status=expired');
     assert.equal(list.status, 200);
     assert.deepEqual(list.json.data.map((r) => r.id), [q.json.id]);
+    // The expiry is an event, a webhook delivery (signed) and a metric, like any run's end.
+    const ev = await runEvents(h, q.json.id);
+    assert.deepEqual(
+      ev.map((e) => e.type),
+      ['run.expired'],
+    );
+    assert.equal(ev[0].data.code, 'expired');
+    assert.match(ev[0].data.message, /runs\.queue_ttl_s/);
+    const hook = await pollUntil(() => hooks.forRun(q.json.id)[0], { timeoutMs: 10_000, message: 'the expiry webhook' });
+    assert.equal(hook.path, '/expired');
+    assert.equal(hook.verified, true, 'the signature verifies with webhooks.secret');
+    assert.equal(hook.headers['x-agenthub-event'], 'run.failed');
+    assert.equal(hook.json.data.status, 'expired');
+    const m = await scrape(h);
+    assert.equal(sum(m, 'agenthub_runs_total', { agent: AGENT, status: 'expired' }), 1);
     // It stays expired: freeing the slot does not start it.
     const c = await req(h, 'POST', `/v1/runs/${busy.json.id}/cancel`);
     assert.ok(c.status < 300, `cancel: ${c.status} ${c.text}`);
@@ -492,4 +578,189 @@ export async function durableTests({ backend, storageUrl }) {
       assert.deepEqual(late, [], 'hub A called the tool after hub B had taken the run over');
     },
   );
+
+  /** Waits until run rid waits for an approval (seen from hub); resolves its run.requires_action data. */
+  async function waitingCalls(hub, rid) {
+    await waitRun(hub, rid, { statuses: ['requires_action'], timeoutMs: 10_000 });
+    const ev = await runEvents(hub, rid);
+    const ra = ev.filter((e) => e.type === 'run.requires_action');
+    assert.ok(ra.length >= 1, `a run.requires_action event: ${JSON.stringify(ev.map((e) => e.type))}`);
+    return ra[ra.length - 1].data;
+  }
+
+  // lease_s 60 in the tests below: a run moving from one hub to the other within
+  // the test's timeout was handed over (a decision, SIGTERM), not taken after its
+  // lease expired.
+  const LONG_LEASE = { lease_s: 60 };
+
+  test('an approval sent to either hub resumes the waiting run; decisions are checked', { timeout: 30_000 }, async () => {
+    const store = await makeStore();
+    const a = await hubOn(store, 'A', { runs: LONG_LEASE });
+    const b = await hubOn(store, 'B', { runs: LONG_LEASE });
+    // A sync run answers as soon as the run waits: waiting holds no connection.
+    const r = await startRun(a, 'approver', { input: input('ap-1'), mode: 'sync' });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.status, 'requires_action');
+    const rid = r.json.id;
+    const waiting = await waitingCalls(b, rid);
+    assert.deepEqual(waiting.tool_calls.map((c) => [c.tool_call_id, c.name]), [['call_1', 'record']]);
+    assert.ok(waiting.expires_at > Date.now(), 'the pending approval has an expiry in the future');
+    assert.equal(tools.started('ap-1'), false, 'no call before a decision');
+
+    const unknown = await req(b, 'POST', `/v1/runs/${rid}/approvals`, { body: { tool_call_id: 'call_9', decision: 'approve' } });
+    assert.equal(unknown.status, 404, unknown.text);
+    assert.equal(unknown.json.error.code, 'tool_call_not_found');
+    const noRun = await req(b, 'POST', '/v1/runs/run_nope/approvals', { body: { tool_call_id: 'call_1', decision: 'approve' } });
+    assert.equal(noRun.status, 404, noRun.text);
+
+    // Hub B never ran this run: the decision lands there all the same.
+    const ok = await req(b, 'POST', `/v1/runs/${rid}/approvals`, { body: { tool_call_id: 'call_1', decision: 'approve' } });
+    assert.equal(ok.status, 200, ok.text);
+    assert.deepEqual(ok.json, { run_id: rid, tool_call_id: 'call_1', decision: 'approve' });
+    const again = await req(a, 'POST', `/v1/runs/${rid}/approvals`, { body: { tool_call_id: 'call_1', decision: 'reject' } });
+    assert.equal(again.status, 409, again.text);
+    assert.ok(['already_decided', 'run_not_waiting'].includes(again.json.error.code), again.text);
+
+    const run = await waitRun(a, rid, { timeoutMs: 15_000 });
+    assert.equal(run.status, 'completed', JSON.stringify(run));
+    assert.match(run.output, /^tool said: .*"id":"ap-1"/);
+    const st = toolStats('ap-1');
+    assert.equal(st.calls, 1, 'the approved call ran once');
+    const ev = await runEvents(a, rid);
+    const decisions = ev.filter((e) => e.type === 'approval');
+    assert.equal(decisions.length, 1);
+    assert.equal(decisions[0].data.approved, true);
+    assert.equal(decisions[0].data.tool_call_id, 'call_1');
+    assert.equal(count(ev, 'tool.call'), 1, 'the call is announced once');
+    assert.equal(count(ev, 'run.resumed'), 1);
+    assert.equal(count(ev, 'run.completed'), 1);
+    const late = await req(b, 'POST', `/v1/runs/${rid}/approvals`, { body: { tool_call_id: 'call_1', decision: 'approve' } });
+    assert.equal(late.status, 409);
+    assert.equal(late.json.error.code, 'run_not_waiting');
+    await a.stop();
+    await b.stop();
+  });
+
+  test('a rejection sent to the other hub: the call is never made and the model is told why', { timeout: 30_000 }, async () => {
+    const store = await makeStore();
+    const a = await hubOn(store, 'A', { runs: LONG_LEASE });
+    const b = await hubOn(store, 'B', { runs: LONG_LEASE });
+    const r = await startRun(a, 'approver', { input: input('rej-1'), mode: 'async' });
+    assert.equal(r.status, 202, r.text);
+    const rid = r.json.id;
+    await waitingCalls(a, rid);
+    const no = await req(b, 'POST', `/v1/runs/${rid}/approvals`, {
+      body: { tool_call_id: 'call_1', decision: 'reject', reason: 'amount too high' },
+    });
+    assert.equal(no.status, 200, no.text);
+    const run = await waitRun(b, rid, { timeoutMs: 15_000 });
+    assert.equal(run.status, 'completed', JSON.stringify(run));
+    assert.match(run.output, /rejected this call: amount too high/);
+    assert.equal(tools.started('rej-1'), false, 'a rejected call is not made');
+    await a.stop();
+    await b.stop();
+  });
+
+  test('pending approvals expire (spec.approval.timeout_s); a waiting run can be cancelled from any hub', { timeout: 30_000 }, async () => {
+    const store = await makeStore();
+    const a = await hubOn(store, 'A', { runs: LONG_LEASE });
+    const b = await hubOn(store, 'B', { runs: LONG_LEASE });
+    const r = await startRun(a, 'approver-quick', { input: input('exp-1'), mode: 'async' });
+    assert.equal(r.status, 202, r.text);
+    const rid = r.json.id;
+    const waiting = await waitingCalls(b, rid);
+    const run = await waitRun(b, rid, { timeoutMs: 15_000 });
+    assert.equal(run.status, 'failed', JSON.stringify(run));
+    assert.equal(run.error.code, 'approval_expired');
+    assert.match(run.error.message, /spec\.approval\.timeout_s/);
+    assert.ok(run.finished_at >= waiting.expires_at, 'it failed at the expiry, not before');
+    const late = await req(b, 'POST', `/v1/runs/${rid}/approvals`, { body: { tool_call_id: 'call_1', decision: 'approve' } });
+    assert.equal(late.status, 409);
+    assert.equal(late.json.error.code, 'run_not_waiting');
+    assert.equal(tools.started('exp-1'), false);
+
+    // Cancel: the waiting run is in no hub's memory; hub B cancels it in the store.
+    const c = await startRun(a, 'approver', { input: input('cancel-1'), mode: 'async' });
+    const cid = c.json.id;
+    await waitingCalls(a, cid);
+    const cx = await req(b, 'POST', `/v1/runs/${cid}/cancel`);
+    assert.equal(cx.status, 202, cx.text);
+    const cancelled = await waitRun(a, cid, { timeoutMs: 5000 });
+    assert.equal(cancelled.status, 'cancelled');
+    const ev = await runEvents(a, cid);
+    assert.equal(ev[ev.length - 1].type, 'run.cancelled');
+    const after = await req(a, 'POST', `/v1/runs/${cid}/approvals`, { body: { tool_call_id: 'call_1', decision: 'approve' } });
+    assert.equal(after.status, 409);
+    assert.equal(tools.started('cancel-1'), false);
+    await a.stop();
+    await b.stop();
+  });
+
+  test('SIGTERM: a hub hands its runs back and the other resumes them at once; each completes once', { timeout: 60_000 }, async () => {
+    const store = await makeStore();
+    // A alone first, so it owns every run; its grace is short (the runs cannot finish in it).
+    const a = await hubOn(store, 'A', { runs: LONG_LEASE, server: { shutdown_grace_s: 1 } });
+    const ids = Array.from({ length: 12 }, (_, i) => `mid-term-${i}`);
+    const runIds = [];
+    for (const id of ids) {
+      const r = await startRun(a, AGENT, { input: input(id), mode: 'async' });
+      assert.equal(r.status, 202, r.text);
+      runIds.push(r.json.id);
+    }
+    // Every run is in its tool call (1.5 s) on A.
+    await pollUntil(() => ids.every((id) => tools.started(id)), { timeoutMs: 15_000, message: 'all runs to call their tool on A' });
+    const b = await hubOn(store, 'B', { runs: LONG_LEASE });
+    const stopAt = Date.now();
+    assert.equal(await a.stop('SIGTERM'), 0, 'SIGTERM: clean exit');
+    const handed = a.logs().find((l) => l.msg === 'runs handed back to the other replicas');
+    assert.ok(handed, `A logs the hand-back: ${JSON.stringify(a.logs().slice(-5))}`);
+
+    for (const [i, rid] of runIds.entries()) {
+      const run = await waitRun(b, rid, { timeoutMs: 20_000 });
+      assert.equal(run.status, 'completed', JSON.stringify(run));
+      assert.match(run.output, new RegExp(`^tool said: .*"id":"${ids[i]}"`));
+      const ev = await runEvents(b, rid);
+      assert.equal(count(ev, 'run.completed'), 1);
+      const resumed = ev.filter((e) => e.type === 'run.resumed');
+      assert.equal(resumed.length, 1, `${rid}: one run.resumed`);
+      const st = toolStats(ids[i]);
+      assert.equal(st.keys.length, 1, `${rid}: one Idempotency-Key (a call cut by the shutdown is re-sent with it)`);
+      assert.equal(st.hubs[st.hubs.length - 1], 'B', `${rid}: B finished it`);
+      // lease_s is 60 s: B can only have resumed it this early because A cleared its lease.
+      assert.ok(resumed[0].created_at - stopAt < 60_000);
+    }
+    console.log(
+      `# durable (${backend}) sigterm report ` +
+        JSON.stringify({ runs: runIds.length, handed_back: handed.runs, tool_calls: ids.reduce((n, id) => n + toolStats(id).calls, 0) }),
+    );
+    await b.stop();
+  });
+
+  test("an agent's webhook_url gets the run when the request gives none; the run's own wins", { timeout: 30_000 }, async () => {
+    const store = await makeStore();
+    const h = await hubOn(store, 'W');
+    const bad = await req(h, 'POST', '/v1/agents', {
+      body: { apiVersion: 'agenthub/v1', kind: 'Agent', metadata: { name: 'badhook' }, spec: { model: 'slow', webhook_url: 'ftp://x.example' } },
+    });
+    assert.equal(bad.status, 422, bad.text);
+    assert.match(bad.text, /spec\.webhook_url/);
+
+    const r1 = await startRun(h, 'hooked', { input: 'hello', mode: 'async' });
+    assert.equal(r1.status, 202, r1.text);
+    const r2 = await startRun(h, 'hooked', { input: 'hello again', mode: 'sync', webhook_url: `${hooks.url}/run-hook` });
+    assert.equal(r2.status, 200, r2.text);
+    assert.equal((await waitRun(h, r1.json.id)).status, 'completed');
+    const d1 = await pollUntil(() => hooks.forRun(r1.json.id)[0], { timeoutMs: 10_000, message: "the agent's webhook" });
+    const d2 = await pollUntil(() => hooks.forRun(r2.json.id)[0], { timeoutMs: 10_000, message: "the run's webhook" });
+    assert.equal(d1.path, '/agent-hook');
+    assert.equal(d2.path, '/run-hook');
+    for (const d of [d1, d2]) {
+      assert.equal(d.verified, true, 'the signature verifies with webhooks.secret');
+      assert.equal(d.headers['x-agenthub-event'], 'run.completed');
+      assert.equal(d.json.data.status, 'completed');
+    }
+    assert.equal(hooks.forRun(r1.json.id).length, 1);
+    assert.equal(hooks.forRun(r2.json.id).length, 1);
+    await h.stop();
+  });
 }
