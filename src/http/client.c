@@ -23,9 +23,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "core/buf.h"
 #include "core/clock.h"
+#include "core/log.h"
 
 #ifndef AH_VERSION
 #define AH_VERSION "dev"
@@ -47,10 +50,20 @@ enum call_state {
     CS_DONE     /* on_done running, or cancelled and waiting to be reaped */
 };
 
+/*
+ * One per socket curl asked us to watch, found by fd (cl->socks). A socket
+ * opened through open_socket stays with its context until close_socket, so a
+ * pooled keep-alive connection keeps its read event registered between calls:
+ * the next call on it needs no epoll_ctl (curl says CURL_POLL_REMOVE when a
+ * call ends and CURL_POLL_IN when the next one waits for its answer).
+ */
 typedef struct sockctx {
-    struct sockctx *prev, *next;
-    struct event *ev;
-    int what; /* CURL_POLL_* currently registered */
+    ah_http_client_t *cl;
+    curl_socket_t fd;
+    struct event *rev, *wev; /* separate, so IN <-> INOUT is one EPOLL_CTL_MOD */
+    bool r_on, w_on;         /* added to the loop */
+    bool watched;            /* curl wants events (between POLL_IN/OUT/INOUT and REMOVE) */
+    bool ours;               /* opened by open_socket: close_socket frees the context */
 } sockctx_t;
 
 struct ah_http_call {
@@ -109,10 +122,13 @@ struct ah_http_client {
     ah_http_call_t *live;
     ah_http_call_t *idle;
     ah_http_call_t *pq_head, *pq_tail;
-    sockctx_t *socks;
+    sockctx_t **socks; /* by fd */
+    size_t socks_cap;
     int in_curl;  /* > 0 while inside curl_multi_socket_action / curl_easy_pause */
     int cb_depth; /* > 0 while a user callback runs */
     bool freeing;
+    uint64_t fd_warn_ns; /* last "out of file descriptors" warning */
+    long fd_warn_skipped;
     ah_http_client_stats_t st;
 };
 
@@ -346,6 +362,27 @@ static int on_sockopt(void *ud, curl_socket_t fd, curlsocktype purpose)
     return CURL_SOCKOPT_OK;
 }
 
+/*
+ * socket() failed with EMFILE/ENFILE: the call fails (curl reports it could
+ * not connect). Said at warn level, at most once a second per client, since a
+ * burst hits it once per call.
+ */
+static void warn_out_of_fds(ah_http_client_t *cl, int err)
+{
+    uint64_t now = ah_mono_ns();
+    if (cl->fd_warn_ns && now - cl->fd_warn_ns < 1000000000ull) {
+        cl->fd_warn_skipped++;
+        return;
+    }
+    ah_log(AH_LOG_WARN, "http_client",
+           "upstream connection: out of file descriptors (raise the open-files limit, "
+           "ulimit -n)",
+           AH_LF_STR("error", strerror(err)), AH_LF_INT("suppressed", cl->fd_warn_skipped),
+           AH_LF_END);
+    cl->fd_warn_ns = now;
+    cl->fd_warn_skipped = 0;
+}
+
 /* ---- driving curl from the loop ---- */
 
 static void run_pending(ah_http_client_t *cl);
@@ -369,9 +406,22 @@ static void socket_action(ah_http_client_t *cl, curl_socket_t fd, int mask)
 
 static void on_sock(evutil_socket_t fd, short what, void *arg)
 {
+    sockctx_t *sc = arg;
+    if (!sc->watched) {
+        /*
+         * A pooled connection curl is not using became readable: the upstream
+         * closed it (or sent bytes nobody asked for). Stop watching so the
+         * level-triggered event does not spin; curl's liveness check finds it
+         * dead before any reuse and closes it.
+         */
+        sc->cl->st.wakeups++;
+        event_del(sc->rev);
+        sc->r_on = false;
+        return;
+    }
     int mask =
         ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-    socket_action(arg, fd, mask);
+    socket_action(sc->cl, fd, mask);
 }
 
 static void on_curl_timer(evutil_socket_t fd, short what, void *arg)
@@ -381,53 +431,115 @@ static void on_curl_timer(evutil_socket_t fd, short what, void *arg)
     socket_action(arg, CURL_SOCKET_TIMEOUT, 0);
 }
 
+static sockctx_t *sock_get(const ah_http_client_t *cl, curl_socket_t fd)
+{
+    return fd >= 0 && (size_t)fd < cl->socks_cap ? cl->socks[fd] : NULL;
+}
+
+static sockctx_t *sock_new(ah_http_client_t *cl, curl_socket_t fd, bool ours)
+{
+    if (fd < 0)
+        return NULL;
+    if ((size_t)fd >= cl->socks_cap) {
+        size_t cap = cl->socks_cap ? cl->socks_cap : 64;
+        while (cap <= (size_t)fd)
+            cap *= 2;
+        sockctx_t **t = realloc(cl->socks, cap * sizeof(*t));
+        if (!t)
+            return NULL;
+        memset(t + cl->socks_cap, 0, (cap - cl->socks_cap) * sizeof(*t));
+        cl->socks = t;
+        cl->socks_cap = cap;
+    }
+    sockctx_t *sc = calloc(1, sizeof(*sc));
+    if (!sc)
+        return NULL;
+    sc->cl = cl;
+    sc->fd = fd;
+    sc->ours = ours;
+    sc->rev = event_new(cl->base, fd, EV_READ | EV_PERSIST, on_sock, sc);
+    sc->wev = event_new(cl->base, fd, EV_WRITE | EV_PERSIST, on_sock, sc);
+    if (!sc->rev || !sc->wev) {
+        if (sc->rev)
+            event_free(sc->rev);
+        if (sc->wev)
+            event_free(sc->wev);
+        free(sc);
+        return NULL;
+    }
+    cl->socks[fd] = sc;
+    return sc;
+}
+
+/* Unregisters (before the fd is closed, so epoll never sees a reused number) and frees. */
 static void sock_free(ah_http_client_t *cl, sockctx_t *sc)
 {
-    if (sc->prev)
-        sc->prev->next = sc->next;
-    else
-        cl->socks = sc->next;
-    if (sc->next)
-        sc->next->prev = sc->prev;
-    event_free(sc->ev); /* safe from inside this event's own callback */
+    cl->socks[sc->fd] = NULL;
+    event_free(sc->rev); /* safe from inside this event's own callback */
+    event_free(sc->wev);
     free(sc);
+}
+
+static int sock_set(struct event *ev, bool *on, bool want)
+{
+    if (*on == want)
+        return 0;
+    *on = want;
+    return want ? event_add(ev, NULL) : event_del(ev);
 }
 
 static int sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
     ah_http_client_t *cl = userp;
-    sockctx_t *sc = socketp;
+    sockctx_t *sc = sock_get(cl, s);
     (void)easy;
+    (void)socketp;
     if (what == CURL_POLL_REMOVE) {
-        if (sc)
-            sock_free(cl, sc);
-        return 0;
-    }
-    if (!sc) {
-        sc = calloc(1, sizeof(*sc));
         if (!sc)
-            return -1; /* curl fails the transfers on this socket */
-        sc->ev = event_new(cl->base, s, 0, on_sock, cl);
-        if (!sc->ev) {
-            free(sc);
-            return -1;
+            return 0;
+        sc->watched = false;
+        if (!sc->ours) {
+            sock_free(cl, sc); /* e.g. the resolver's socketpair: curl closes it without us */
+            return 0;
         }
-        sc->next = cl->socks;
-        if (cl->socks)
-            cl->socks->prev = sc;
-        cl->socks = sc;
-        curl_multi_assign(cl->multi, s, sc);
-    } else if (sc->what == what) {
-        return 0; /* unchanged: skip the epoll_ctl */
-    } else {
-        event_del(sc->ev);
+        /* Back in the pool: keep the read event for the next call (see on_sock). */
+        return sock_set(sc->wev, &sc->w_on, false) == 0 ? 0 : -1;
     }
-    short kind = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
-                 ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
-    sc->what = what;
-    if (event_assign(sc->ev, cl->base, s, kind, on_sock, cl) != 0 || event_add(sc->ev, NULL) != 0)
+    if (!sc && !(sc = sock_new(cl, s, false)))
+        return -1; /* curl fails the transfers on this socket */
+    sc->watched = true;
+    if (sock_set(sc->rev, &sc->r_on, (what & CURL_POLL_IN) != 0) != 0 ||
+        sock_set(sc->wev, &sc->w_on, (what & CURL_POLL_OUT) != 0) != 0)
         return -1;
     return 0;
+}
+
+/* Every socket curl connects with comes from here, so close_socket sees its end. */
+static curl_socket_t open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    ah_http_client_t *cl = ud;
+    (void)purpose;
+    int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (fd < 0) {
+        int err = errno;
+        if (err == EMFILE || err == ENFILE)
+            warn_out_of_fds(cl, err);
+        return CURL_SOCKET_BAD;
+    }
+    if (!sock_new(cl, fd, true)) {
+        close(fd);
+        return CURL_SOCKET_BAD;
+    }
+    return fd;
+}
+
+static int close_socket(void *ud, curl_socket_t fd)
+{
+    ah_http_client_t *cl = ud;
+    sockctx_t *sc = sock_get(cl, fd);
+    if (sc)
+        sock_free(cl, sc);
+    return close(fd);
 }
 
 static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
@@ -438,7 +550,18 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
         evtimer_del(cl->timer_ev);
         return 0;
     }
-    /* Never call curl from here: timeout 0 just means "on the next loop turn". */
+    /*
+     * Never call curl from here. A 0 ms timeout (every new call) makes the
+     * timer event active instead of arming it: it then runs later in this
+     * same loop turn, after the callback that started the call, rather than
+     * one epoll_wait later. A later timer_cb re-arming or deleting the event
+     * takes it off the active queue again.
+     */
+    if (timeout_ms == 0) {
+        evtimer_del(cl->timer_ev);
+        event_active(cl->timer_ev, EV_TIMEOUT, 1);
+        return 0;
+    }
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
     return evtimer_add(cl->timer_ev, &tv) == 0 ? 0 : -1;
 }
@@ -666,8 +789,10 @@ void ah_http_client_free(ah_http_client_t *cl)
         curl_multi_cleanup(cl->multi); /* may still call sock_cb/timer_cb: cl stays valid */
     if (cl->share)
         curl_share_cleanup(cl->share);
-    while (cl->socks)
-        sock_free(cl, cl->socks);
+    for (size_t fd = 0; fd < cl->socks_cap; fd++)
+        if (cl->socks[fd])
+            sock_free(cl, cl->socks[fd]); /* not closed: curl closed what it opened */
+    free(cl->socks);
     if (cl->timer_ev)
         event_free(cl->timer_ev);
     if (cl->defer_ev)
@@ -710,6 +835,10 @@ static ah_http_call_t *call_create(ah_http_client_t *cl)
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
     curl_easy_setopt(e, CURLOPT_SOCKOPTFUNCTION, on_sockopt);
     curl_easy_setopt(e, CURLOPT_SOCKOPTDATA, cl);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, cl);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, cl);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);

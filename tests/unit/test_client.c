@@ -796,6 +796,87 @@ static void test_drop_mid_stream(void **st)
     rec_free(&r);
 }
 
+/*
+ * Keep-alive server that closes each connection after answering one request
+ * (after a pause, as an upstream's idle timeout does). The client keeps the
+ * idle connection's read event registered between calls: the close must not
+ * make the loop spin, and the next call must not fail on the dead connection.
+ */
+typedef struct ka_srv {
+    int lfd, port, conns;
+    pthread_t th;
+} ka_srv_t;
+
+static void *ka_main(void *arg)
+{
+    ka_srv_t *s = arg;
+    static const char reply[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    for (int i = 0; i < s->conns; i++) {
+        int fd = accept(s->lfd, NULL, NULL);
+        if (fd < 0)
+            return NULL;
+        char buf[4096];
+        size_t have = 0;
+        while (have < sizeof(buf) - 1) {
+            ssize_t n = read(fd, buf + have, sizeof(buf) - 1 - have);
+            if (n <= 0)
+                break;
+            have += (size_t)n;
+            buf[have] = '\0';
+            if (strstr(buf, "\r\n\r\n"))
+                break;
+        }
+        ssize_t w = write(fd, reply, sizeof(reply) - 1);
+        (void)w;
+        struct timespec ts = {0, 50000000};
+        nanosleep(&ts, NULL);
+        close(fd);
+    }
+    return NULL;
+}
+
+static void test_pooled_connection_closed_while_idle(void **st)
+{
+    fixture_t *f = *st;
+    ka_srv_t s = {.conns = 2};
+    s.lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof(a);
+    assert_int_equal(bind(s.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(s.lfd, 4), 0);
+    getsockname(s.lfd, (struct sockaddr *)&a, &l);
+    s.port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&s.th, NULL, ka_main, &s), 0);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/x", s.port);
+    ah_http_client_stats_t before, idle, after;
+    ah_http_client_stats(f->cl, &before);
+    for (int i = 0; i < 2; i++) {
+        rec_t r;
+        rec_init(&r, f->loop, f->cl);
+        ah_http_call_opts_t o = opts_for(&r, "GET", "/");
+        o.url = url;
+        assert_int_equal(ah_http_call_start(f->cl, &o, NULL), 0);
+        run(f->loop, 5);
+        assert_int_equal(r.rc, 0);
+        assert_int_equal(r.status, 200);
+        assert_memory_equal(r.body.data, "ok", 2);
+        rec_free(&r);
+        if (i == 0) {
+            ah_http_client_stats(f->cl, &idle);
+            run_for(f->loop, 0.3); /* the server closes the idle connection meanwhile */
+            ah_http_client_stats(f->cl, &after);
+            /* One wake-up for the close, not one per loop turn. */
+            assert_true(after.wakeups - idle.wakeups <= 2);
+        }
+    }
+    ah_http_client_stats(f->cl, &after);
+    assert_int_equal(after.connections - before.connections, 2);
+    assert_int_equal(after.failed, before.failed);
+    pthread_join(s.th, NULL);
+    close(s.lfd);
+}
+
 static void test_response_cap(void **st)
 {
     fixture_t *f = *st;
@@ -1314,6 +1395,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connection_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drop_mid_stream, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pooled_connection_closed_while_idle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_response_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_mid_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_from_loop, setup, teardown),
