@@ -731,12 +731,19 @@ int ah_gateway_start(ah_gateway_t *gw, ah_loop_t *loop, const ah_gw_request_t *r
         call_free(c);
         return -ENOTSUP;
     }
-    /* The first step runs from the loop, so the caller holds the handle before any sink call. */
-    timer_start(c, T_START, 0);
+    /*
+     * The first step runs from the loop, so the caller holds the handle before
+     * any sink call: the timer event is made active rather than armed with
+     * 0 s, so it runs later in this loop turn instead of after one more
+     * epoll_wait (timer_stop takes it off the active queue too).
+     */
+    c->timer = evtimer_new(ah_loop_base(w->loop), on_timer, c);
     if (!c->timer) {
         call_free(c);
         return -ENOMEM;
     }
+    c->timer_kind = T_START;
+    event_active(c->timer, EV_TIMEOUT, 1);
     *out = c;
     return 0;
 }
