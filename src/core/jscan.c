@@ -2,6 +2,7 @@
 #include "core/jscan.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
 
 typedef struct scanner {
@@ -18,6 +19,18 @@ static void skip_ws(scanner_t *sc)
             return;
         sc->i++;
     }
+}
+
+/*
+ * Non-zero when one of the 8 bytes in x is a control character, '"', '\\' or
+ * >= 0x80 (SWAR: "x - 1 per byte" sets a byte's top bit when it was 0, and a
+ * borrow into the next byte only happens from a byte that is itself special).
+ */
+static inline uint64_t swar_special(uint64_t x)
+{
+    const uint64_t ones = 0x0101010101010101ull, top = 0x8080808080808080ull;
+    uint64_t quote = x ^ (ones * '"'), bslash = x ^ (ones * '\\');
+    return ((x - ones * 0x20) | (quote - ones) | (bslash - ones) | x) & top;
 }
 
 static int hexd(char c)
@@ -67,9 +80,16 @@ static int scan_string(scanner_t *sc)
     /* sc->s[sc->i] == '"' */
     sc->i++;
     while (sc->i < sc->n) {
-        /* Fast path: plain ASCII run. */
+        /* Fast path: plain ASCII run, 8 bytes per step while no byte needs a look. */
         const unsigned char *p = (const unsigned char *)sc->s + sc->i;
         size_t left = sc->n - sc->i, k = 0;
+        while (k + 8 <= left) {
+            uint64_t x;
+            memcpy(&x, p + k, 8);
+            if (swar_special(x))
+                break;
+            k += 8;
+        }
         while (k < left && p[k] >= 0x20 && p[k] != '"' && p[k] != '\\' && p[k] < 0x80)
             k++;
         sc->i += k;
