@@ -40,6 +40,7 @@
 #include "gateway/mock.h"
 #include "http/server.h"
 #include "http/sse.h"
+#include "obs/process.h"
 
 #define DEFAULT_LISTEN  "127.0.0.1:18080"
 #define DEFAULT_GRACE_S 10.0
@@ -616,6 +617,7 @@ int ah_cli_mock_llm(int argc, char **argv)
         return rc;
 
     /* Signals go to this thread only: block them before any thread starts. */
+    ah_process_raise_nofile(); /* each of its up to 10,000 connections is a descriptor */
     sigset_t sigs;
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);

@@ -214,6 +214,15 @@ int ah_cli_serve(int argc, char **argv)
 
     ah_metrics_init();
     ah_process_metrics_register();
+    long nofile = ah_process_raise_nofile();
+    /* A proxied request holds two descriptors: the client's and the upstream's. */
+    if (nofile > 0 && (long)cfg.server.max_connections * 2 + 64 > nofile)
+        ah_log(AH_LOG_WARN, "process",
+               "the open-files limit is below what server.max_connections needs (about two "
+               "per connection: client + upstream); raise it (ulimit -n) or lower "
+               "server.max_connections",
+               AH_LF_INT("open_files_limit", nofile),
+               AH_LF_INT("max_connections", (long long)cfg.server.max_connections), AH_LF_END);
     ah_http_client_global_init();
     app.started_at = time(NULL);
     app.gateway = ah_gateway_new(&cfg, &err);

@@ -94,6 +94,9 @@ struct worker {
     atomic_ullong stat_rejected;
     bool draining;
     bool stopped;
+    bool accept_paused;  /* out of fds: accepting again at the next tick */
+    uint64_t fd_warn_ns; /* last "out of file descriptors" warning */
+    long fd_warn_skipped;
     atomic_bool finished; /* loop returned */
     ah_buf_t access_log;
     char date[40];

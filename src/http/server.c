@@ -134,6 +134,30 @@ static int build_overload_reply(char *buf, size_t n)
                     sizeof(overload_body) - 1, overload_body);
 }
 
+/*
+ * accept() failed with EMFILE/ENFILE: the pending connection stays in the
+ * listen queue and the level-triggered listener would fire on every loop
+ * turn. Stop accepting until the next tick (connections closing meanwhile
+ * free descriptors) and say so at warn level, at most once a second.
+ */
+static void out_of_fds(worker_t *w, int err)
+{
+    if (w->accept_ev && event_del(w->accept_ev) == 0)
+        w->accept_paused = true;
+    uint64_t now = ah_mono_ns();
+    if (w->fd_warn_ns && now - w->fd_warn_ns < 1000000000ull) {
+        w->fd_warn_skipped++;
+        return;
+    }
+    ah_log(AH_LOG_WARN, "http",
+           "accept: out of file descriptors; new connections wait in the listen queue "
+           "(raise the open-files limit, ulimit -n)",
+           AH_LF_STR("error", strerror(err)), AH_LF_INT("worker", w->index),
+           AH_LF_INT("suppressed", w->fd_warn_skipped), AH_LF_END);
+    w->fd_warn_ns = now;
+    w->fd_warn_skipped = 0;
+}
+
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
 {
     worker_t *w = arg;
@@ -147,8 +171,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
             if (errno == EMFILE || errno == ENFILE)
-                ah_log(AH_LOG_WARN, "http", "accept: out of file descriptors",
-                       AH_LF_STR("error", strerror(errno)), AH_LF_END);
+                out_of_fds(w, errno);
             return; /* EAGAIN or a resource error: try at the next readiness */
         }
         atomic_fetch_add_explicit(&w->stat_accepted, 1, memory_order_relaxed);
@@ -288,6 +311,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     ah_http_conn_tick(w, ah_mono_ns());
     access_log_flush(w);
+    if (w->accept_paused && w->accept_ev && !w->draining) {
+        w->accept_paused = false;
+        event_add(w->accept_ev, NULL);
+    }
 }
 
 static void do_drain(void *arg)

@@ -1,6 +1,7 @@
 /* process.c - process metrics computed at scrape from /proc/self; see process.h. */
 #include "obs/process.h"
 
+#include "core/log.h"
 #include "obs/metrics.h"
 
 #include <dirent.h>
@@ -8,6 +9,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -198,4 +200,28 @@ int ah_process_metrics_register(void)
         return -ENOMEM;
     ah_gauge_set(s, 1);
     return 0;
+}
+
+long ah_process_raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 0;
+    rlim_t want = rl.rlim_max;
+    if (want == RLIM_INFINITY || want > (rlim_t)1 << 20)
+        want = (rlim_t)1 << 20; /* Linux caps it at fs.nr_open (1M by default) anyway */
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0) {
+            ah_log(AH_LOG_INFO, "process", "open-files limit raised to the hard limit",
+                   AH_LF_INT("from", (long long)was), AH_LF_INT("to", (long long)want), AH_LF_END);
+        } else {
+            ah_log(AH_LOG_WARN, "process", "cannot raise the open-files limit",
+                   AH_LF_INT("soft", (long long)was), AH_LF_INT("hard", (long long)want),
+                   AH_LF_STR("error", strerror(errno)), AH_LF_END);
+            rl.rlim_cur = was;
+        }
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? (long)want : (long)rl.rlim_cur;
 }

@@ -21,4 +21,13 @@
  */
 int ah_process_metrics_register(void);
 
+/**
+ * Raises the soft RLIMIT_NOFILE to the hard limit (every client connection
+ * and every upstream connection is a descriptor, so the common default soft
+ * limit of 1,024 caps a gateway far below its server.max_connections). Logs
+ * the change at info level. Returns the soft limit now in force (0 when it
+ * cannot be read); failing to raise it is not an error.
+ */
+long ah_process_raise_nofile(void);
+
 #endif
