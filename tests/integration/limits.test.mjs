@@ -295,3 +295,44 @@ describe('max_connections', () => {
     }
   });
 });
+
+describe('out of file descriptors', () => {
+  test('accept pauses with a rate-limited warning, and the hub serves again once connections close', async () => {
+    // A hard limit of 96 open files: agenthub raises its soft limit to it and says that is too low.
+    const hub = await startHub({ prefix: ['prlimit', '--nofile=96:96', '--'], config: { server: { workers: 1 } } });
+    const conns = [];
+    try {
+      const low = hub.logs().find((l) => l.component === 'process' && /open-files limit is below/.test(l.msg));
+      assert.ok(low, `a warning about the open-files limit at start; stderr:\n${hub.stderr()}`);
+      assert.equal(low.level, 'warn');
+      assert.equal(low.open_files_limit, 96);
+
+      // More idle connections than descriptors: the kernel completes them, agenthub runs out.
+      const t0 = Date.now();
+      for (let i = 0; i < 150; i++) conns.push(await connect(hub.port));
+      const isFdWarn = (l) => l.component === 'http' && /^accept: out of file descriptors/.test(l.msg);
+      const w = await hub.waitLog(isFdWarn, { timeoutMs: 5000, message: 'the accept EMFILE warning' });
+      assert.equal(w.level, 'warn');
+      assert.equal(w.error, 'Too many open files');
+      // Keep the listener busy a while: the warning repeats at most once a second, not once per loop turn.
+      await new Promise((r) => setTimeout(r, 1500));
+      const warns = hub.logs().filter(isFdWarn).length;
+      const secs = (Date.now() - t0) / 1000;
+      assert.ok(warns <= Math.ceil(secs) + 1, `${warns} warnings in ${secs} s`);
+      assert.ok(hub.alive());
+
+      for (const c of conns.splice(0)) c.close();
+      const ok = await pollUntil(
+        async () => {
+          const x = await getOnce(hub.port, '/healthz');
+          return x.status === 200 ? x : null;
+        },
+        { timeoutMs: 5000, message: '/healthz 200 after the connections closed' },
+      );
+      assert.equal(ok.status, 200);
+    } finally {
+      for (const c of conns) c.close();
+      await hub.stop();
+    }
+  });
+});

@@ -179,6 +179,7 @@ export async function pollUntil(fn, { timeoutMs = 5000, intervalMs = 50, message
  *   dataDir     reuse this dir (e.g. a previous hub's, with keepDataDir) instead of a new one
  *   keepDataDir do not remove the data dir at the end of the file
  *   waitReady   wait for /readyz 200 (default true)
+ *   prefix      command words run before the binary (e.g. ['prlimit', '--nofile=96:96', '--'])
  *
  * Returns { url, port, proc, dataDir, configPath, adminKey, logs(), stdout(), stderr(),
  *           waitLog(pred), stop(signal), kill(signal), waitExit(), exit }.
@@ -190,6 +191,7 @@ export async function startHub({
   dataDir,
   keepDataDir = false,
   waitReady = true,
+  prefix = [],
 } = {}) {
   if (!fs.existsSync(BIN)) {
     throw new Error(`agenthub binary not found at ${BIN}: build it (make build) or set AGENTHUB_BIN`);
@@ -210,7 +212,8 @@ export async function startHub({
   fs.writeFileSync(configPath, yaml);
 
   const fullEnv = cleanEnv(env);
-  const proc = spawn(BIN, ['serve', '-c', configPath, ...args], {
+  const argv = [...prefix, BIN, 'serve', '-c', configPath, ...args];
+  const proc = spawn(argv[0], argv.slice(1), {
     env: fullEnv,
     cwd: dataDir,
     stdio: ['ignore', 'pipe', 'pipe'],
