@@ -34,6 +34,10 @@
 #include "store/sessions.h"
 #include "obs/metrics.h"
 
+/* A run whose store writes fail (busy, unreachable) stops and is resumed later, up to this
+ * many claims (attempts); after that the failure is stored (persist_done). */
+#define STORE_RETRY_ATTEMPTS 10
+
 typedef struct rt_worker {
     ah_runtime_t *rt;
     ah_loop_t *loop;
@@ -471,6 +475,30 @@ static void persist_done(int rc, void *arg)
                            &r->rec);
         }
         ah_queue_kick();
+        release(r);
+        return;
+    }
+    if (rc && (rc == -EBUSY || rc == -EIO) && r->rec.attempt < STORE_RETRY_ATTEMPTS) {
+        /*
+         * The store is busy or away: failing the run would lose it (that write may well
+         * succeed a moment later), and answering the client with an end the store does not
+         * have would tell it something a resumed run may contradict. Stop here with nothing
+         * more stored instead: the lease is no longer renewed, so once the store answers a
+         * replica (this one too) resumes the run from its last stored step, as after a
+         * crash. A run whose writes keep failing over STORE_RETRY_ATTEMPTS claims is failed,
+         * so a write that can never succeed ends.
+         */
+        ah_log(AH_LOG_ERROR, "runtime",
+               "cannot store the run: stopped here, it resumes from its last stored step",
+               AH_LF_INT("rc", rc), AH_LF_END);
+        stop_here(r);
+        if (r->observing && r->obs.refused) {
+            r->observing = false;
+            r->obs.refused(r->ud, 503, "store_unavailable",
+                           "the run's progress could not be stored; it continues from its last "
+                           "stored step once the store answers: GET /v1/runs/{id} for its result",
+                           NULL);
+        }
         release(r);
         return;
     }

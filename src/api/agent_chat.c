@@ -82,6 +82,21 @@ static json_t *usage_json(const ah_run_rec_t *run)
                      (json_int_t)(run->prompt_tokens + run->completion_tokens));
 }
 
+/* An OpenAI-shaped error as the last chunk of a started stream (the caller ends it). */
+static void stream_error(ah_http_req_t *req, const char *type, const char *code, const char *msg)
+{
+    json_t *e = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", msg, "type", type,
+                          "param", "code", code);
+    char *s = e ? json_dumps(e, JSON_COMPACT) : NULL;
+    json_decref(e);
+    ah_buf_t b;
+    ah_buf_init(&b, 0);
+    ah_buf_printf(&b, "data: %s\n\n", s ? s : "{}");
+    ah_http_stream_write(req, b.data, b.len);
+    ah_buf_free(&b);
+    free(s);
+}
+
 static void on_done(void *ud, const ah_run_rec_t *run)
 {
     agent_chat_t *x = ud;
@@ -113,16 +128,7 @@ static void on_done(void *ud, const ah_run_rec_t *run)
                 write_chunk(x, NULL, NULL, usage_json(run));
             ah_http_stream_write(req, "data: [DONE]\n\n", 14);
         } else {
-            json_t *e = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", msg, "type",
-                                  "server_error", "param", "code", code);
-            char *s = json_dumps(e, JSON_COMPACT);
-            json_decref(e);
-            ah_buf_t b;
-            ah_buf_init(&b, 0);
-            ah_buf_printf(&b, "data: %s\n\n", s ? s : "{}");
-            ah_http_stream_write(req, b.data, b.len);
-            ah_buf_free(&b);
-            free(s);
+            stream_error(req, "server_error", code, msg);
         }
         x->req = NULL;
         ah_http_stream_end(req);
@@ -163,7 +169,13 @@ static void on_refused(void *ud, int status, const char *code, const char *msg,
 {
     agent_chat_t *x = ud;
     (void)run;
-    if (x->req && status == 503) {
+    if (x->req && x->started) {
+        /* The stream has begun (a run stopped mid-way): the error is its last chunk. */
+        ah_http_req_t *req = x->req;
+        x->req = NULL;
+        stream_error(req, ah_http_error_type(status), code, msg);
+        ah_http_stream_end(req);
+    } else if (x->req && status == 503) {
         ah_http_req_add_header(x->req, "Retry-After", "1");
         ah_http_reply_error(x->req, status, NULL, code, NULL, msg);
     } else if (x->req)

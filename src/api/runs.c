@@ -101,7 +101,16 @@ static void on_refused(void *ud, int status, const char *code, const char *msg,
     run_http_t *h = ud;
     ah_http_req_t *req = h->req;
     h->req = NULL;
-    if (req) {
+    if (req && h->streaming) {
+        /* The event stream has begun (a run stopped mid-way): the error is its last event. */
+        json_t *e = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", msg, "type",
+                              ah_http_error_type(status), "param", "code", code);
+        char *s = e ? json_dumps(e, JSON_COMPACT) : NULL;
+        json_decref(e);
+        ah_sse_send(req, "error", NULL, s ? s : "{}", s ? strlen(s) : 2);
+        free(s);
+        ah_http_stream_end(req);
+    } else if (req) {
         if (status == 202 && run)
             reply_run(req, 202, run);
         else if (status == 503) {

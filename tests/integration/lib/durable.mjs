@@ -117,12 +117,13 @@ async function startWebhookReceiver() {
 /**
  * The tool server, the fresh-id model and store/hub makers of the scenarios
  * (also for other suites' scenarios on the same setup). Stopped at the end of
- * the file. storageUrl(dir): see the file comment.
- * Resolves { tools, llm, makeStore() -> {dir, url, agents}, hubOn(store, name, {runs, dataDir, env}),
+ * the file. storageUrl(dir): see the file comment; midMs: how long the tool
+ * takes for ids starting with "mid" (others 200 ms, "slow" 25 s).
+ * Resolves { tools, llm, makeStore() -> {dir, url, agents}, hubOn(store, name, {runs, storage, dataDir, env, server}),
  *            toolStats(id) }.
  */
-export async function durableFixture({ storageUrl }) {
-  const tools = await startDurableToolServer({ delayMs: 200, slowMs: 25_000, midMs: 1500 });
+export async function durableFixture({ storageUrl, midMs = 1500 }) {
+  const tools = await startDurableToolServer({ delayMs: 200, slowMs: 25_000, midMs });
   const llm = await startDurableLlm();
   const hooks = await startWebhookReceiver();
   after(() => Promise.all([tools.stop(), llm.stop(), hooks.stop()]));
@@ -169,13 +170,13 @@ export async function durableFixture({ storageUrl }) {
   }
 
   /** Starts a hub named name (its tool calls say X-Hub: name) on store. */
-  function hubOn(store, name, { runs = {}, dataDir, env = {}, server } = {}) {
+  function hubOn(store, name, { runs = {}, storage = {}, dataDir, env = {}, server } = {}) {
     return startHub({
       dataDir,
       config: {
         ...(server ? { server } : {}),
         webhooks: { secret: WEBHOOK_SECRET },
-        storage: { url: store.url },
+        storage: { url: store.url, ...storage },
         runs: { lease_s: LEASE_S, claim_interval_s: 0.1, max_concurrent: 100, ...runs },
         providers: [
           { name: 'local', type: 'mock' },
