@@ -235,6 +235,9 @@ static void claim_done(int rc, void *arg)
         ah_run_rec_t *r = &j->recs[i];
         if (r->attempt <= 1 && r->created_at)
             ah_hist_observe(ah_metrics_series0(m_wait), (double)(j->now - r->created_at) / 1e3);
+        else if (strcmp(r->status, AH_RUN_REQUIRES_ACTION) == 0)
+            ah_log(AH_LOG_INFO, "queue", "resuming a run that waited for approvals",
+                   AH_LF_STR("run_id", r->id), AH_LF_INT("attempt", r->attempt), AH_LF_END);
         else
             ah_log(AH_LOG_WARN, "queue", "taking over a run whose owner stopped",
                    AH_LF_STR("run_id", r->id), AH_LF_INT("attempt", r->attempt), AH_LF_END);

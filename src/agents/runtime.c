@@ -45,6 +45,7 @@ typedef struct rt_worker {
     uint64_t rng;
     ah_run_t **runs; /* runs executing on this loop (for lease heartbeats) */
     size_t n_runs, cap_runs;
+    bool finishing; /* ah_runtime_finish_local runs the loop until n_runs is 0 */
 } rt_worker_t;
 
 static _Thread_local rt_worker_t *tl_worker;
@@ -65,10 +66,11 @@ typedef struct agent_count {
 
 struct ah_runtime {
     ah_runtime_deps_t d;
-    char node[48];        /* this replica's lease owner id */
-    pthread_mutex_t mu;   /* guards active, counts and n_running */
-    atomic_bool draining; /* shutting down: claim nothing more */
-    int n_running;        /* runs executing in this process (runs.max_concurrent) */
+    char node[48];                   /* this replica's lease owner id */
+    pthread_mutex_t mu;              /* guards active, counts and n_running */
+    atomic_bool draining;            /* shutting down: claim nothing more */
+    _Atomic uint64_t drain_deadline; /* ah_mono_ns() when the runs left are handed back */
+    int n_running;                   /* runs executing in this process (runs.max_concurrent) */
     active_run_t *active;
     agent_count_t *counts;
     ah_metric_family_t *m_runs, *m_duration, *m_turns, *m_tools, *m_tool_dur, *m_overhead;
@@ -189,6 +191,8 @@ static void run_free(ah_run_t *r)
                 break;
             }
         }
+        if (w->finishing && w->n_runs == 0)
+            event_base_loopbreak(ah_loop_base(w->loop)); /* the last run here is done */
     }
     if (r->gw)
         ah_gateway_cancel(r->gw);
@@ -1852,9 +1856,47 @@ void ah_runtime_kick_webhooks(ah_runtime_t *rt)
 
 /* ---- graceful shutdown: hand runs back ---- */
 
-void ah_runtime_drain(ah_runtime_t *rt)
+void ah_runtime_drain(ah_runtime_t *rt, uint64_t deadline_ns)
 {
+    atomic_store(&rt->drain_deadline, deadline_ns);
     atomic_store(&rt->draining, true);
+}
+
+int ah_runtime_running(ah_runtime_t *rt)
+{
+    pthread_mutex_lock(&rt->mu);
+    int n = rt->n_running;
+    pthread_mutex_unlock(&rt->mu);
+    return n;
+}
+
+static void finish_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    event_base_loopbreak(arg);
+}
+
+void ah_runtime_finish_local(ah_runtime_t *rt, ah_loop_t *loop)
+{
+    rt_worker_t *w = tl_worker;
+    uint64_t deadline = atomic_load(&rt->drain_deadline), now = ah_mono_ns();
+    if (!w || w->rt != rt || w->loop != loop || w->n_runs == 0 || !ah_runtime_draining(rt) ||
+        deadline <= now)
+        return;
+    struct event *t = evtimer_new(ah_loop_base(loop), finish_deadline, ah_loop_base(loop));
+    if (!t)
+        return;
+    uint64_t left = deadline - now;
+    struct timeval tv = {(time_t)(left / 1000000000u), (suseconds_t)(left % 1000000000u / 1000)};
+    evtimer_add(t, &tv);
+    ah_log(AH_LOG_INFO, "runtime", "shutdown: letting this worker's runs finish",
+           AH_LF_INT("runs", (int64_t)w->n_runs), AH_LF_DBL("max_s", (double)left / 1e9),
+           AH_LF_END);
+    w->finishing = true;
+    ah_loop_run(loop); /* until the last run is freed, the deadline, or the server's stop */
+    w->finishing = false;
+    event_free(t);
 }
 
 bool ah_runtime_draining(const ah_runtime_t *rt)

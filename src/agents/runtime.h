@@ -141,15 +141,29 @@ void ah_runtime_kick_webhooks(ah_runtime_t *rt);
 
 /*
  * Graceful shutdown (serve.c): ah_runtime_drain when the signal comes (the
- * claimers take nothing more; runs executing here go on while their worker
- * still serves requests); ah_runtime_abandon on each worker's thread as it
- * stops (the runs still executing there stop without writing anything); then
- * ah_runtime_hand_back once every worker stopped: one write, queued behind
- * every write the runs made, clears this replica's leases so another replica
- * resumes those runs (and starts the queued runs it had claimed) at once,
- * from their last stored step, instead of after runs.lease_s.
+ * claimers take nothing more; runs executing here go on, their leases still
+ * renewed). As each worker's loop stops (its connections drained),
+ * ah_runtime_finish_local runs that loop again until its runs are done or the
+ * deadline; then ah_runtime_abandon stops what is left there without writing
+ * anything. Once every worker stopped, ah_runtime_hand_back: one write,
+ * queued behind every write the runs made, clears this replica's leases so
+ * another replica resumes those runs (and starts the queued runs it had
+ * claimed) at once, from their last stored step, instead of after
+ * runs.lease_s.
  */
-void ah_runtime_drain(ah_runtime_t *rt);
+
+/** Starts the drain; deadline_ns (ah_mono_ns clock) ends the runs' grace. Any thread. */
+void ah_runtime_drain(ah_runtime_t *rt, uint64_t deadline_ns);
+
+/** Runs executing in this process (sync, stream and claimed ones). Any thread. */
+int ah_runtime_running(ah_runtime_t *rt);
+
+/**
+ * During a drain, on a worker whose loop returned: runs the loop again until
+ * the runs executing on it are done, the drain deadline passes, or something
+ * breaks the loop (the server's stop at the end of the grace period).
+ */
+void ah_runtime_finish_local(ah_runtime_t *rt, ah_loop_t *loop);
 
 /** True after ah_runtime_drain. Any thread. */
 bool ah_runtime_draining(const ah_runtime_t *rt);

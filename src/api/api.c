@@ -215,8 +215,8 @@ void ah_api_on_worker_start(ah_loop_t *loop, int index, void *ud)
 void ah_api_on_worker_stop(ah_loop_t *loop, int index, void *ud)
 {
     ah_app_t *app = ud;
-    (void)loop;
     if (app->runtime) {
+        ah_runtime_finish_local(app->runtime, loop); /* shutdown: runs get the grace period */
         size_t cut = ah_runtime_abandon(app->runtime);
         if (cut)
             ah_log(AH_LOG_INFO, "runtime",

@@ -376,13 +376,14 @@ int ah_cli_serve(int argc, char **argv)
     ah_log(AH_LOG_INFO, "server", "shutdown started: draining",
            AH_LF_STR("signal", sig == SIGINT ? "SIGINT" : "SIGTERM"),
            AH_LF_DBL("grace_s", cfg.server.shutdown_grace_s), AH_LF_END);
-    ah_runtime_drain(app.runtime); /* claim no more runs; those executing here go on meanwhile */
-    ah_http_server_drain(app.server);
     uint64_t deadline = ah_mono_ns() + (uint64_t)(cfg.server.shutdown_grace_s * 1e9);
+    /* Claim no more runs; those executing here get the grace period too. */
+    ah_runtime_drain(app.runtime, deadline);
+    ah_http_server_drain(app.server);
     for (;;) {
         ah_http_server_stats_t st;
         ah_http_server_stats(app.server, &st);
-        if (st.connections == 0 && st.in_flight == 0)
+        if (st.connections == 0 && st.in_flight == 0 && ah_runtime_running(app.runtime) == 0)
             break;
         if (ah_mono_ns() >= deadline)
             break;

@@ -86,7 +86,8 @@ static const field_t top_fields[] = {
     {"server.idle_timeout_s", T_DUR, TOP(server.idle_timeout_s), 0.001, 86400, "60", 0,
      "keep-alive connections idle this long are closed"},
     {"server.shutdown_grace_s", T_DUR, TOP(server.shutdown_grace_s), 0, 3600, "30", 0,
-     "on SIGTERM, time given to in-flight requests before they are cut"},
+     "on SIGTERM, time given to in-flight requests and agent runs before they are cut (unfinished "
+     "runs are handed to other replicas)"},
     {"server.metrics_listen", T_STR, TOP(server.metrics_listen), 0, 0, "", 0,
      "separate HOST:PORT for /metrics; empty = served on server.listen"},
     {"server.access_log", T_BOOL, TOP(server.access_log), 0, 0, "true", 0,

@@ -29,7 +29,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startHub, req, tempDir, toYaml, pollUntil } from './harness.mjs';
-import { startRun, getRun, runEvents, waitRun, FINAL } from './runtime.mjs';
+import { startRun, getRun, runEvents, waitRun, FINAL, parseNamedSse } from './runtime.mjs';
 import { startDurableToolServer } from '../fixtures/durable_tool_server.mjs';
 import { startDurableLlm } from '../fixtures/durable_llm.mjs';
 import { scrape } from './gateway.mjs';
@@ -646,9 +646,15 @@ export async function durableTests({ backend, storageUrl }) {
     const store = await makeStore();
     const a = await hubOn(store, 'A', { runs: LONG_LEASE });
     const b = await hubOn(store, 'B', { runs: LONG_LEASE });
-    const r = await startRun(a, 'approver', { input: input('rej-1'), mode: 'async' });
-    assert.equal(r.status, 202, r.text);
-    const rid = r.json.id;
+    // Through the chat endpoint (model agent:NAME): 409 requires_action, naming the run.
+    const r = await req(a, 'POST', '/v1/chat/completions', {
+      body: { model: 'agent:approver', messages: [{ role: 'user', content: input('rej-1') }] },
+    });
+    assert.equal(r.status, 409, r.text);
+    assert.equal(r.json.error.code, 'requires_action');
+    const rid = r.headers.get('x-agenthub-run-id');
+    assert.match(rid || '', /^run_/);
+    assert.match(r.json.error.message, new RegExp(`/v1/runs/${rid}/approvals`));
     await waitingCalls(a, rid);
     const no = await req(b, 'POST', `/v1/runs/${rid}/approvals`, {
       body: { tool_call_id: 'call_1', decision: 'reject', reason: 'amount too high' },
@@ -681,8 +687,12 @@ export async function durableTests({ backend, storageUrl }) {
     assert.equal(tools.started('exp-1'), false);
 
     // Cancel: the waiting run is in no hub's memory; hub B cancels it in the store.
-    const c = await startRun(a, 'approver', { input: input('cancel-1'), mode: 'async' });
-    const cid = c.json.id;
+    // A stream ends with run.requires_action: nobody keeps a connection open while a human decides.
+    const c = await startRun(a, 'approver', { input: input('cancel-1'), mode: 'stream' });
+    assert.equal(c.status, 200, c.text);
+    const sse = parseNamedSse(c.text);
+    assert.equal(sse[sse.length - 1].event, 'run.requires_action', c.text);
+    const cid = c.headers.get('x-agenthub-run-id');
     await waitingCalls(a, cid);
     const cx = await req(b, 'POST', `/v1/runs/${cid}/cancel`);
     assert.equal(cx.status, 202, cx.text);
@@ -699,8 +709,8 @@ export async function durableTests({ backend, storageUrl }) {
 
   test('SIGTERM: a hub hands its runs back and the other resumes them at once; each completes once', { timeout: 60_000 }, async () => {
     const store = await makeStore();
-    // A alone first, so it owns every run; its grace is short (the runs cannot finish in it).
-    const a = await hubOn(store, 'A', { runs: LONG_LEASE, server: { shutdown_grace_s: 1 } });
+    // A alone first, so it owns every run; no grace period: none can finish in it.
+    const a = await hubOn(store, 'A', { runs: LONG_LEASE, server: { shutdown_grace_s: 0 } });
     const ids = Array.from({ length: 12 }, (_, i) => `mid-term-${i}`);
     const runIds = [];
     for (const id of ids) {
@@ -734,6 +744,35 @@ export async function durableTests({ backend, storageUrl }) {
       `# durable (${backend}) sigterm report ` +
         JSON.stringify({ runs: runIds.length, handed_back: handed.runs, tool_calls: ids.reduce((n, id) => n + toolStats(id).calls, 0) }),
     );
+    await b.stop();
+  });
+
+  test('SIGTERM: runs that finish within server.shutdown_grace_s finish on the stopping hub', { timeout: 60_000 }, async () => {
+    const store = await makeStore();
+    const a = await hubOn(store, 'A', { runs: LONG_LEASE, server: { shutdown_grace_s: 20 } });
+    const ids = ['mid-grace-0', 'mid-grace-1', 'mid-grace-2'];
+    const runIds = [];
+    for (const id of ids) {
+      const r = await startRun(a, AGENT, { input: input(id), mode: 'async' });
+      assert.equal(r.status, 202, r.text);
+      runIds.push(r.json.id);
+    }
+    await pollUntil(() => ids.every((id) => tools.started(id)), { timeoutMs: 15_000, message: 'all runs to call their tool on A' });
+    const b = await hubOn(store, 'B', { runs: LONG_LEASE });
+    assert.equal(await a.stop('SIGTERM', { timeoutMs: 30_000 }), 0, 'SIGTERM: clean exit');
+    assert.equal(
+      a.logs().filter((l) => l.msg === 'runs handed back to the other replicas').length,
+      0,
+      'nothing was left to hand back',
+    );
+    for (const [i, rid] of runIds.entries()) {
+      const run = await getRun(b, rid);
+      assert.equal(run.status, 'completed', `${rid} was finished by A before it exited: ${JSON.stringify(run)}`);
+      const ev = await runEvents(b, rid);
+      assert.equal(count(ev, 'run.resumed'), 0);
+      assert.equal(count(ev, 'run.completed'), 1);
+      assert.deepEqual(toolStats(ids[i]).hubs, ['A']);
+    }
     await b.stop();
   });
 
