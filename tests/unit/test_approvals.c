@@ -1,0 +1,296 @@
+/*
+ * test_approvals.c - what a replica that does not execute a run may write for
+ * it, on a real SQLite store: an event after the run's last one
+ * (ah_store_run_event_add), a decision on a run parked for an approval
+ * (ah_approval_decide: pending, unknown and repeated calls, expiry, runs that
+ * are not parked) and the end of a run nobody executes (ah_queue_end_run:
+ * expiry and cancel with their event, webhook delivery and guard).
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "agents/approvals.h"
+#include "agents/queue.h"
+#include "store/runs.h"
+#include "store/store.h"
+#include "testutil.h"
+
+#define NOW 1800000000000LL
+
+typedef ah_test_store_t fixture_t;
+
+static int setup(void **state)
+{
+    return ah_test_store_setup(state, "approvals", 64);
+}
+
+static int teardown(void **state)
+{
+    return ah_test_store_teardown(state);
+}
+
+/* ---- fixtures ---- */
+
+static int insert_work(ah_db_t *db, void *arg)
+{
+    return ah_store_run_insert(db, arg);
+}
+
+/* A run row: status, lease owner (NULL = none) and lease expiry. */
+static void add_run(fixture_t *f, const char *id, const char *status, const char *owner,
+                    int64_t lease_until, const char *webhook)
+{
+    ah_run_rec_t r;
+    memset(&r, 0, sizeof(r));
+    snprintf(r.id, sizeof(r.id), "%s", id);
+    snprintf(r.agent, sizeof(r.agent), "support");
+    snprintf(r.status, sizeof(r.status), "%s", status);
+    snprintf(r.mode, sizeof(r.mode), "async");
+    snprintf(r.key_id, sizeof(r.key_id), "key_a");
+    r.agent_version = 1;
+    r.input = (char *)"\"hello\"";
+    r.created_at = r.updated_at = NOW - 1000;
+    r.lease_owner = (char *)owner;
+    r.lease_expires_at = lease_until;
+    r.webhook_url = (char *)webhook;
+    assert_int_equal(ah_store_call(f->store, AH_STORE_WRITE, insert_work, &r), 0);
+}
+
+typedef struct event_arg {
+    const char *run_id, *type, *data;
+} event_arg_t;
+
+static int event_work(ah_db_t *db, void *arg)
+{
+    event_arg_t *e = arg;
+    return ah_store_run_event_add(db, e->run_id, e->type, e->data, NOW);
+}
+
+static void add_event(fixture_t *f, const char *run_id, const char *type, const char *data)
+{
+    event_arg_t e = {run_id, type, data};
+    assert_int_equal(ah_store_call(f->store, AH_STORE_WRITE, event_work, &e), 0);
+}
+
+/* The two calls of a turn wait for a decision. */
+static void park(fixture_t *f, const char *id, int64_t until)
+{
+    add_run(f, id, AH_RUN_REQUIRES_ACTION, NULL, until, NULL);
+    add_event(f, id, "run.started", "{}");
+    add_event(f, id, "run.requires_action",
+              "{\"tool_calls\":[{\"tool_call_id\":\"call_1\",\"name\":\"refund\"},"
+              "{\"tool_call_id\":\"call_2\",\"name\":\"refund\"}],\"expires_at\":1}");
+}
+
+typedef struct int_arg {
+    const char *sql, *id;
+    int64_t out;
+} int_arg_t;
+
+static int int_work(ah_db_t *db, void *arg)
+{
+    int_arg_t *a = arg;
+    ah_db_val_t v = ah_db_text(a->id);
+    return ah_db_query_int(db, a->sql, &v, 1, &a->out);
+}
+
+static int64_t query_int(fixture_t *f, const char *sql, const char *id)
+{
+    int_arg_t a = {sql, id, -1};
+    assert_int_equal(ah_store_call(f->store, AH_STORE_READ, int_work, &a), 0);
+    return a.out;
+}
+
+typedef struct decide_arg {
+    ah_approval_t a;
+    int64_t now;
+    bool resumable;
+    char msg[200];
+    int rc;
+} decide_arg_t;
+
+static int decide_work(ah_db_t *db, void *arg)
+{
+    decide_arg_t *d = arg;
+    d->rc = ah_approval_decide(db, &d->a, d->now, &d->resumable, d->msg, sizeof(d->msg));
+    return d->rc < 0 && d->rc != -ENOENT && d->rc != -ESRCH && d->rc != -ENXIO && d->rc != -EALREADY
+               ? d->rc
+               : 0;
+}
+
+static int decide(fixture_t *f, const char *run, const char *call, bool approve, int64_t now,
+                  bool *resumable, char *msg)
+{
+    decide_arg_t d = {.a = {.run_id = run,
+                            .tool_call_id = call,
+                            .approve = approve,
+                            .reason = approve ? NULL : "too much",
+                            .by = "key_reviewer"},
+                      .now = now};
+    assert_int_equal(ah_store_call(f->store, AH_STORE_WRITE, decide_work, &d), 0);
+    if (resumable)
+        *resumable = d.resumable;
+    if (msg)
+        snprintf(msg, 200, "%s", d.msg);
+    return d.rc;
+}
+
+/* ---- tests ---- */
+
+static void test_event_add_follows_the_log(void **state)
+{
+    fixture_t *f = *state;
+    add_run(f, "run_e", AH_RUN_QUEUED, NULL, 0, NULL);
+    add_event(f, "run_e", "run.created", "{}");
+    add_event(f, "run_e", "run.expired", NULL);
+    assert_int_equal(query_int(f, "SELECT MAX(seq) FROM run_events WHERE run_id = ?", "run_e"), 2);
+    assert_int_equal(query_int(f, "SELECT last_event_seq FROM runs WHERE id = ?", "run_e"), 2);
+    assert_int_equal(query_int(f,
+                               "SELECT COUNT(*) FROM run_events WHERE run_id = ? AND seq = 2 AND "
+                               "type = 'run.expired' AND data = '{}'",
+                               "run_e"),
+                     1);
+}
+
+static void test_decisions_on_a_parked_run(void **state)
+{
+    fixture_t *f = *state;
+    park(f, "run_p", NOW + 60000);
+    bool resumable = true;
+    char msg[200];
+
+    assert_int_equal(decide(f, "run_p", "call_9", true, NOW, NULL, msg), -ENXIO);
+    assert_non_null(strstr(msg, "no pending tool call"));
+    assert_int_equal(decide(f, "run_nope", "call_1", true, NOW, NULL, NULL), -ENOENT);
+
+    /* One of two: stored, the run stays parked. */
+    assert_int_equal(decide(f, "run_p", "call_1", true, NOW, &resumable, NULL), 0);
+    assert_false(resumable);
+    assert_int_equal(query_int(f, "SELECT lease_expires_at FROM runs WHERE id = ?", "run_p"),
+                     NOW + 60000);
+    assert_int_equal(decide(f, "run_p", "call_1", false, NOW, NULL, msg), -EALREADY);
+
+    /* The last one: the run is claimable at once. */
+    assert_int_equal(decide(f, "run_p", "call_2", false, NOW, &resumable, NULL), 0);
+    assert_true(resumable);
+    assert_int_equal(query_int(f, "SELECT lease_expires_at FROM runs WHERE id = ?", "run_p"), 0);
+    assert_int_equal(query_int(f,
+                               "SELECT COUNT(*) FROM run_events WHERE run_id = ? AND type = "
+                               "'approval' AND seq IN (3, 4)",
+                               "run_p"),
+                     2);
+    assert_int_equal(
+        query_int(f,
+                  "SELECT COUNT(*) FROM run_events WHERE run_id = ? AND type = "
+                  "'approval' AND data LIKE '%\"approved\":false%' AND data LIKE "
+                  "'%\"reason\":\"too much\"%' AND data LIKE '%\"by\":\"key_reviewer\"%'",
+                  "run_p"),
+        1);
+    /* Who decided is in the audit log, with the decision. */
+    assert_int_equal(query_int(f,
+                               "SELECT COUNT(*) FROM audit_log WHERE target = ? AND action = "
+                               "'run.approval' AND actor = 'key_reviewer'",
+                               "run_p"),
+                     2);
+    /* Claimable means nobody takes a decision any more. */
+    assert_int_equal(decide(f, "run_p", "call_2", true, NOW, NULL, NULL), -ESRCH);
+}
+
+static void test_no_decision_past_expiry_or_on_an_owned_run(void **state)
+{
+    fixture_t *f = *state;
+    char msg[200];
+    park(f, "run_x", NOW - 1);
+    assert_int_equal(decide(f, "run_x", "call_1", true, NOW, NULL, msg), -ESRCH);
+    assert_non_null(strstr(msg, "expired"));
+    assert_int_equal(query_int(f,
+                               "SELECT COUNT(*) FROM run_events WHERE run_id = ? AND type = "
+                               "'approval'",
+                               "run_x"),
+                     0);
+
+    /* Executing somewhere (an owner holds its lease): not waiting. */
+    add_run(f, "run_o", AH_RUN_RUNNING, "node_a", NOW + 60000, NULL);
+    assert_int_equal(decide(f, "run_o", "call_1", true, NOW, NULL, msg), -ESRCH);
+    assert_non_null(strstr(msg, "status running"));
+}
+
+typedef struct end_arg {
+    const char *id, *status;
+    char agent[80];
+    int rc;
+} end_arg_t;
+
+static int end_work(ah_db_t *db, void *arg)
+{
+    end_arg_t *e = arg;
+    e->rc = ah_queue_end_run(db, e->id, e->status, e->status, "why", NOW, e->agent);
+    return e->rc == -ESRCH ? 0 : e->rc;
+}
+
+static int end_run(fixture_t *f, const char *id, const char *status)
+{
+    end_arg_t e = {.id = id, .status = status};
+    assert_int_equal(ah_store_call(f->store, AH_STORE_WRITE, end_work, &e), 0);
+    if (e.rc == 0)
+        assert_string_equal(e.agent, "support");
+    return e.rc;
+}
+
+static void test_end_runs_nobody_executes(void **state)
+{
+    fixture_t *f = *state;
+    add_run(f, "run_q", AH_RUN_QUEUED, NULL, 0, "https://hooks.example.com/x");
+    assert_int_equal(end_run(f, "run_q", AH_RUN_EXPIRED), 0);
+    assert_int_equal(query_int(f,
+                               "SELECT COUNT(*) FROM runs WHERE id = ? AND status = 'expired' AND "
+                               "error_code = 'expired' AND finished_at IS NOT NULL",
+                               "run_q"),
+                     1);
+    assert_int_equal(query_int(f,
+                               "SELECT COUNT(*) FROM run_events WHERE run_id = ? AND type = "
+                               "'run.expired' AND seq = 1",
+                               "run_q"),
+                     1);
+    assert_int_equal(query_int(f,
+                               "SELECT COUNT(*) FROM webhooks_outbox WHERE run_id = ? AND event = "
+                               "'run.failed' AND status = 'pending'",
+                               "run_q"),
+                     1);
+    assert_int_equal(end_run(f, "run_q", AH_RUN_CANCELLED), -ESRCH); /* final already */
+
+    park(f, "run_w", NOW + 60000);
+    assert_int_equal(end_run(f, "run_w", AH_RUN_CANCELLED), 0);
+    assert_int_equal(query_int(f,
+                               "SELECT COUNT(*) FROM run_events WHERE run_id = ? AND type = "
+                               "'run.cancelled' AND seq = 3",
+                               "run_w"),
+                     1);
+
+    /* A run some replica executes is its owner's to end. */
+    add_run(f, "run_r", AH_RUN_RUNNING, "node_a", NOW + 60000, NULL);
+    assert_int_equal(end_run(f, "run_r", AH_RUN_CANCELLED), -ESRCH);
+    add_run(f, "run_a", AH_RUN_REQUIRES_ACTION, "node_a", NOW + 60000, NULL);
+    assert_int_equal(end_run(f, "run_a", AH_RUN_CANCELLED), -ESRCH);
+    assert_int_equal(query_int(f, "SELECT COUNT(*) FROM run_events WHERE run_id = ?", "run_r"), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_event_add_follows_the_log, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decisions_on_a_parked_run, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_decision_past_expiry_or_on_an_owned_run, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_end_runs_nobody_executes, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
