@@ -51,7 +51,7 @@ typedef struct rt_worker {
 static _Thread_local rt_worker_t *tl_worker;
 
 typedef struct active_run {
-    struct active_run *next;
+    struct active_run *next, **pprev; /* pprev: the pointer to this entry (O(1) unlink) */
     char id[48];
     char key_id[48]; /* who started it: non-admin callers may only cancel their own */
     ah_loop_t *loop;
@@ -139,15 +139,19 @@ struct ah_run {
     int64_t approval_deadline; /* ms: the pending approvals of this turn expire then; 0 = none */
     /* flow */
     struct event *timer;
-    bool persisting;
-    void (*after_persist)(struct ah_run *);
-    bool persist_queued;       /* a write was asked for while one was in flight: issued after it */
+    int n_writes;        /* run writes (persist jobs) in flight; each holds the run */
+    bool barrier;        /* one of them has a next step that waits for it: later writes queue */
+    bool insert_pending; /* not stored yet (sync run): the first write inserts the row */
+    bool persist_queued; /* a write was asked for while a barrier was in flight: issued after it */
     ah_limits_ticket_t ticket; /* the current model call's admission (gateway/limits.h) */
     ah_limits_result_t lres;
     bool ticket_held, admitting, admitting_async;
     struct event *limit_timer; /* waiting out a rate limit */
     void (*queued_next)(struct ah_run *);
-    bool finished, final_stored, counted, running_counted, listed;
+    bool finished, final_stored, running_counted, listed;
+    active_run_t *active;     /* this run's entry in rt->active (cancel by id) */
+    agent_count_t *agent_cnt; /* its agent's running count, when counted */
+    size_t w_idx;             /* its index in w->runs, when listed */
     int busy;
     uint64_t t_start;
     uint64_t model_ns, tools_ns; /* time inside model calls and tool phases */
@@ -166,31 +170,27 @@ static void finish(ah_run_t *r, const char *status, const char *code, const char
 static void run_free(ah_run_t *r)
 {
     ah_runtime_t *rt = r->rt;
-    pthread_mutex_lock(&rt->mu);
-    for (active_run_t **pp = &rt->active; *pp; pp = &(*pp)->next) {
-        if ((*pp)->run == r) {
-            active_run_t *a = *pp;
-            *pp = a->next;
+    if (r->active || r->agent_cnt || r->running_counted) {
+        pthread_mutex_lock(&rt->mu);
+        active_run_t *a = r->active;
+        if (a) {
+            *a->pprev = a->next;
+            if (a->next)
+                a->next->pprev = a->pprev;
             free(a);
-            break;
         }
+        if (r->agent_cnt)
+            r->agent_cnt->n--;
+        if (r->running_counted)
+            rt->n_running--;
+        pthread_mutex_unlock(&rt->mu);
     }
-    if (r->counted) {
-        for (agent_count_t *c = rt->counts; c; c = c->next)
-            if (strcmp(c->name, r->rec.agent) == 0)
-                c->n--;
-    }
-    if (r->running_counted)
-        rt->n_running--;
-    pthread_mutex_unlock(&rt->mu);
     if (r->listed && r->w) {
+        /* Swap-remove: the last run takes this one's slot. */
         rt_worker_t *w = r->w;
-        for (size_t i = 0; i < w->n_runs; i++) {
-            if (w->runs[i] == r) {
-                w->runs[i] = w->runs[--w->n_runs];
-                break;
-            }
-        }
+        ah_run_t *last = w->runs[--w->n_runs];
+        w->runs[r->w_idx] = last;
+        last->w_idx = r->w_idx;
         if (w->finishing && w->n_runs == 0)
             event_base_loopbreak(ah_loop_base(w->loop)); /* the last run here is done */
     }
@@ -298,6 +298,7 @@ typedef struct persist_job {
     bool after_park; /* the run was parked by this process: a row still without owner is ours */
     int64_t park_until;
     ah_run_t *run;
+    void (*next)(ah_run_t *); /* the step that waits for this write (NULL: none) */
 } persist_job_t;
 
 static int owner_cb(void *ud, const ah_db_val_t *cols, int ncols)
@@ -349,8 +350,6 @@ static int persist_work(ah_db_t *db, void *arg)
                 return -ESTALE;
         }
         rc = ah_store_run_update(db, &j->rec);
-        if (rc == 0 && j->final && j->rec.webhook_url && *j->rec.webhook_url)
-            rc = ah_webhook_enqueue_run(db, &j->rec, j->rec.webhook_url, now);
         if (rc == 0 && j->park) {
             /* No owner while a human decides: a decision on any replica makes the run
              * claimable at once (approvals.c); else a claim at park_until expires it. */
@@ -360,6 +359,9 @@ static int persist_work(ah_db_t *db, void *arg)
                 NULL, NULL);
         }
     }
+    /* A sync run that ends before its first write is inserted with its final state. */
+    if (rc == 0 && j->final && j->rec.webhook_url && *j->rec.webhook_url)
+        rc = ah_webhook_enqueue_run(db, &j->rec, j->rec.webhook_url, now);
     if (rc == 0 && j->n)
         rc = ah_store_run_events_append(db, j->ev, j->n);
     if (rc == 0 && j->release) {
@@ -407,14 +409,23 @@ static void persist_done(int rc, void *arg)
         r->history = j->history ? json_loads(j->history, 0, NULL) : NULL;
         r->session_held = true;
     }
+    bool final = j->final;
+    void (*next)(ah_run_t *) = j->next;
     ah_run_rec_free(&j->rec);
     free(j->history);
     free(j->session_messages);
     free(j);
-    hold(r);
-    r->persisting = false;
-    void (*next)(ah_run_t *) = r->after_persist;
-    r->after_persist = NULL;
+    ah_log_ctx_set_run(r->rec.id); /* the job's hold (taken in persist) is released below */
+    r->n_writes--;
+    if (next)
+        r->barrier = false;
+    if (r->final_stored) {
+        /* An earlier write stopped or refused the run: a later one has nothing to add. */
+        release(r);
+        return;
+    }
+    if (r->finished && !final)
+        next = NULL; /* the run ended meanwhile: its final write (queued or in flight) goes on */
     if (inserted && rc &&
         ((rc == session_rc && (rc == -EBUSY || rc == -EACCES)) ||
          (rc == -EEXIST && r->rec.idempotency_key))) {
@@ -429,6 +440,7 @@ static void persist_done(int rc, void *arg)
                                 "\"enqueue\" to queue this one)";
         r->finished = true;
         r->final_stored = true;
+        r->persist_queued = false;
         if (r->observing && r->obs.refused) {
             r->observing = false;
             r->obs.refused(r->ud, 409, code, msg, NULL);
@@ -440,8 +452,8 @@ static void persist_done(int rc, void *arg)
         /* The run could not be created (the store is down or busy): nothing was stored, so
          * the client hears 503 and may retry, rather than a failed run nobody can read. */
         ah_log(AH_LOG_ERROR, "runtime", "cannot store the new run", AH_LF_INT("rc", rc), AH_LF_END);
-        r->finished = true;
-        r->final_stored = true;
+        stop_here(r); /* a sync run's first model call may be under way */
+        r->persist_queued = false;
         if (r->observing && r->obs.refused) {
             r->observing = false;
             r->obs.refused(r->ud, 503, rc == -EBUSY ? "store_busy" : "store_unavailable",
@@ -458,6 +470,7 @@ static void persist_done(int rc, void *arg)
         ah_log(AH_LOG_WARN, "runtime", "run taken over by another replica: stopped here",
                AH_LF_STR("agent", r->rec.agent), AH_LF_END);
         stop_here(r);
+        r->persist_queued = false;
         if (r->observing && r->obs.refused) {
             r->observing = false;
             r->obs.refused(r->ud, 409, "run_taken_over",
@@ -472,6 +485,7 @@ static void persist_done(int rc, void *arg)
         /* Queued behind the session's active run: a claimer starts it later. */
         r->finished = true;
         r->final_stored = true;
+        r->persist_queued = false;
         snprintf(r->rec.status, sizeof(r->rec.status), "%s", AH_RUN_QUEUED);
         if (r->observing && r->obs.refused) {
             r->observing = false;
@@ -512,7 +526,7 @@ static void persist_done(int rc, void *arg)
             fail(r, "store_error", "the run could not be stored");
         else if (next)
             next(r); /* the observer still hears how the run ended */
-        else
+        else if (final)
             r->final_stored = true; /* nothing more can be done */
     } else {
         if (inserted && r->observing && r->obs.created)
@@ -520,7 +534,7 @@ static void persist_done(int rc, void *arg)
         if (next)
             next(r);
     }
-    if (r->persist_queued && !r->persisting) {
+    if (r->persist_queued && !r->barrier) {
         r->persist_queued = false;
         persist(r, false, r->queued_next);
     }
@@ -573,11 +587,16 @@ static void flush_events(ah_run_t *r)
     }
 }
 
-/* Stores the run row and the pending events, then calls next (on the loop). */
+/*
+ * Stores the run row and the pending events, then calls next (on the loop).
+ * Writes without a next are pipelined: the writer runs jobs in submit order
+ * and delivers their dones in that order, so several writes of a run may be
+ * in flight (and land in one COMMIT). A write with a next is a barrier: what
+ * comes after it depends on its outcome, so later writes wait for it.
+ */
 static void persist(ah_run_t *r, bool insert, void (*next)(ah_run_t *))
 {
-    if (r->persisting) {
-        /* One write of the run at a time, in order: this one follows the one in flight. */
+    if (r->barrier) {
         r->persist_queued = true;
         r->queued_next = next;
         return;
@@ -604,8 +623,14 @@ static void persist(ah_run_t *r, bool insert, void (*next)(ah_run_t *))
     j->n = r->n_pev;
     r->pev = NULL;
     r->n_pev = r->cap_pev = 0;
+    bool was_pending = r->insert_pending;
+    if (was_pending) {
+        insert = true;
+        r->insert_pending = false;
+    }
     j->insert = insert;
     j->run = r;
+    j->next = next;
     j->ttl_s = r->spec && r->spec->session.ttl_s > 0 ? r->spec->session.ttl_s : 86400;
     j->max_messages = r->spec ? r->spec->session.max_messages : 0;
     if (insert && r->rec.session_id && *r->rec.session_id) {
@@ -624,13 +649,15 @@ static void persist(ah_run_t *r, bool insert, void (*next)(ah_run_t *))
         if (strcmp(r->rec.status, AH_RUN_COMPLETED) == 0)
             j->session_messages = json_dumps(r->messages, JSON_COMPACT);
     }
-    r->persisting = true;
-    r->after_persist = next;
     int rc =
         ah_store_submit(r->rt->d.store, AH_STORE_WRITE, persist_work, persist_done, r->loop, j);
-    if (rc) {
-        r->persisting = false;
-        r->after_persist = NULL;
+    if (rc == 0) {
+        r->n_writes++;
+        r->busy++; /* the job holds the run until its done */
+        if (next)
+            r->barrier = true;
+    } else {
+        r->insert_pending = was_pending; /* the final write inserts it then */
         for (size_t i = 0; i < j->n; i++)
             free(j->ev[i].data);
         free(j->ev);
@@ -666,12 +693,6 @@ static void notify_done(ah_run_t *r)
         r->observing = false;
         r->obs.done(r->ud, &r->rec);
     }
-}
-
-/* The final write, when a write was in flight as the run finished. */
-static void persist_final(ah_run_t *r)
-{
-    persist(r, false, notify_done);
 }
 
 static void finish(ah_run_t *r, const char *status, const char *code, const char *msg)
@@ -710,10 +731,8 @@ static void finish(ah_run_t *r, const char *status, const char *code, const char
         emit(r, "run.failed",
              json_pack("{s:s, s:s}", "code", code ? code : "error", "message", msg ? msg : ""));
     }
-    if (r->persisting)
-        r->after_persist = persist_final; /* the in-flight write finishes first */
-    else
-        persist(r, false, notify_done);
+    /* Follows any write in flight (after a barrier, once it is done). */
+    persist(r, false, notify_done);
 }
 
 static void fail(ah_run_t *r, const char *code, const char *msg)
@@ -1566,7 +1585,7 @@ static int admit_local(ah_run_t *r, ah_buf_t *err)
     if (a) {
         if (c) {
             c->n++;
-            r->counted = true;
+            r->agent_cnt = c;
         }
         rt->n_running++;
         r->running_counted = true;
@@ -1575,7 +1594,11 @@ static int admit_local(ah_run_t *r, ah_buf_t *err)
         a->loop = r->loop;
         a->run = r;
         a->next = rt->active;
+        if (a->next)
+            a->next->pprev = &a->next;
+        a->pprev = &rt->active;
         rt->active = a;
+        r->active = a;
     }
     pthread_mutex_unlock(&rt->mu);
     if (agent_busy) {
@@ -1601,6 +1624,7 @@ static int admit_local(ah_run_t *r, ah_buf_t *err)
         }
     }
     if (w->n_runs < w->cap_runs) {
+        r->w_idx = w->n_runs;
         w->runs[w->n_runs++] = r;
         r->listed = true;
     }
@@ -1699,7 +1723,22 @@ int ah_runtime_start(ah_runtime_t *rt, ah_loop_t *loop, const ah_run_opts_t *o,
     rec->lease_owner = strdup(rt->node);
     rec->lease_expires_at = ah_wall_ms() + (int64_t)(rt->d.cfg->runs.lease_s * 1000);
     rec->attempt = 1;
-    persist(r, true, started);
+    if (strcmp(rec->mode, "sync") == 0 && !rec->session_id &&
+        !(rec->idempotency_key && *rec->idempotency_key)) {
+        /*
+         * A sync run with nothing to decide at insert time (no session to
+         * take, no Idempotency-Key to check) starts at once: its row goes in
+         * with its first write (row, run.created, run.started and the state
+         * before the first model call, one store job, not awaited). Nobody
+         * knows its id before the answer, and a crash before that write
+         * commits only loses a request whose client sees the connection fail
+         * (no tool can have run: tool calls wait for their own write).
+         */
+        r->insert_pending = true;
+        started(r);
+    } else {
+        persist(r, true, started);
+    }
     release(r);
     return 0;
 }
@@ -1816,6 +1855,11 @@ void ah_runtime_free(ah_runtime_t *rt)
     free(rt);
 }
 
+/* Per-turn overhead is a fraction of a millisecond: finer buckets there (issue target 0.2 ms). */
+static const double overhead_buckets[] = {0.00005, 0.0001, 0.00015, 0.0002, 0.00025, 0.0003,
+                                          0.0004,  0.0005, 0.00075, 0.001,  0.0025,  0.005,
+                                          0.01,    0.025,  0.1,     1,      10};
+
 int ah_runtime_metrics_init(ah_runtime_t *rt)
 {
     static const char *const runs_l[] = {"agent", "status"};
@@ -1838,7 +1882,7 @@ int ah_runtime_metrics_init(ah_runtime_t *rt)
     rt->m_overhead = ah_metrics_histogram(
         "agenthub_run_overhead_seconds",
         "Per turn: run time outside model calls and tools (state machine, storing, events).", 0,
-        NULL, ah_metrics_latency_buckets, AH_METRICS_LATENCY_NBUCKETS);
+        NULL, overhead_buckets, sizeof(overhead_buckets) / sizeof(overhead_buckets[0]));
     return rt->m_runs && rt->m_tools ? 0 : -ENOMEM;
 }
 
@@ -1923,7 +1967,7 @@ size_t ah_runtime_abandon(ah_runtime_t *rt)
         r->observing = false; /* the worker closed its connections already */
         stop_here(r);
         /* A store job or callback still referring to it never comes back: the loop is done. */
-        if (r->busy == 0 && !r->persisting)
+        if (r->busy == 0) /* every write in flight holds the run */
             run_free(r);
     }
     free(runs);

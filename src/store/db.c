@@ -281,6 +281,12 @@ const char *ah_db_errmsg(ah_db_t *db)
     return m ? m : "";
 }
 
+void ah_db_idle(ah_db_t *db)
+{
+    if (db->be->idle)
+        db->be->idle(db);
+}
+
 void ah_db_stats(ah_db_t *db, ah_db_stats_t *out)
 {
     memset(out, 0, sizeof(*out));

@@ -113,6 +113,12 @@ typedef struct ah_db_opts {
     int stmt_cache_size; /* prepared statements kept per connection; 0 = default (128) */
     bool readonly;       /* refuse writes on this connection */
     bool no_stmt_cache;  /* disable the statement cache (tests, one-shot tools) */
+    /*
+     * SQLite: checkpoint the WAL from a background thread (own connection)
+     * instead of inside commits; the store's writer sets it. Ignored by other
+     * backends and by read-only or :memory: connections.
+     */
+    bool bg_checkpoint;
 } ah_db_opts_t;
 
 typedef struct ah_db_stats {
@@ -156,6 +162,12 @@ typedef struct ah_db_backend {
      */
     int (*migrate_lock)(ah_db_t *db);
     void (*stats)(ah_db_t *db, ah_db_stats_t *out);
+    /*
+     * Housekeeping the store's writer runs when its queue is empty, after the
+     * batch's done callbacks went out (SQLite: finish a WAL checkpoint). NULL
+     * when there is none.
+     */
+    void (*idle)(ah_db_t *db);
 } ah_db_backend_t;
 
 /*
@@ -238,6 +250,9 @@ const char *ah_db_errmsg(ah_db_t *db);
 
 /** Connection counters (statement cache). */
 void ah_db_stats(ah_db_t *db, ah_db_stats_t *out);
+
+/** The backend's idle-time housekeeping (see ah_db_backend_t.idle); a no-op without one. */
+void ah_db_idle(ah_db_t *db);
 
 /** True when name is a valid savepoint/table identifier (see ah_db_savepoint). */
 bool ah_db_ident_ok(const char *name);

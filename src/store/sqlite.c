@@ -7,11 +7,28 @@
  * cut can lose the last commits but not tear them), foreign_keys=ON and the
  * configured busy timeout. Prepared statements are cached per connection in a
  * small table keyed by the SQL text, evicting the least recently used.
+ *
+ * The store's writer connection (opts->bg_checkpoint) does not checkpoint
+ * inside its commits, so a COMMIT only appends to the WAL (no fsync with
+ * synchronous=NORMAL):
+ *  - at CKPT_FRAMES frames its WAL hook wakes a checkpointer thread with its
+ *    own connection, which copies the WAL back (PASSIVE: it never waits for,
+ *    nor blocks, the writer or readers), fsyncs included;
+ *  - the WAL can only start over from its beginning once every frame is
+ *    copied, and the writer commits while the thread copies; so when the
+ *    thread is through and the WAL holds CKPT_IDLE_FRAMES, the writer copies
+ *    the frames left itself, when its queue is empty and no job waits for it
+ *    (the idle hook; a few hundred frames, and the two fsyncs);
+ *  - past CKPT_HARD_FRAMES (a writer that never pauses) it checkpoints right
+ *    after a commit, as SQLite's auto-checkpoint does: the WAL stays bounded.
  */
 #include "store/db.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +40,22 @@
 #define STMT_CACHE_DEFAULT 128
 #define STMT_CACHE_MAX     4096
 #define STACK_COLS         16
+#define CKPT_FRAMES        1000 /* wake the checkpointer at this many WAL frames (SQLite's default) */
+#define CKPT_AGAIN_FRAMES  1000 /* and again each time the WAL grew by this many more */
+#define CKPT_IDLE_FRAMES   2000 /* the idle writer finishes the copy from this size (~8 MB) */
+#define CKPT_HARD_FRAMES   8000 /* the writer checkpoints after a commit past this (~32 MB) */
+
+/* The background checkpointer of a writer connection (see the top of the file). */
+typedef struct ckpt {
+    sqlite3 *h; /* its own connection, used only by its thread */
+    pthread_t th;
+    pthread_mutex_t mu; /* guards want and stop */
+    pthread_cond_t cv;
+    bool want, stop;
+    atomic_bool copied; /* the thread is through: the writer copies the rest when idle */
+    int next_frames;    /* writer thread only: wake it when the WAL reaches this */
+    int last_frames;    /* writer thread only: WAL size after the previous commit */
+} ckpt_t;
 
 typedef struct stmt_ent {
     uint64_t hash;
@@ -41,6 +74,7 @@ typedef struct sqlite_db {
     int cache_n;
     uint64_t tick;
     ah_db_stats_t stats;
+    ckpt_t *ckpt; /* NULL unless opts->bg_checkpoint */
     char err[512];
 } sqlite_db_t;
 
@@ -399,9 +433,123 @@ static void sq_stats(ah_db_t *db, ah_db_stats_t *out)
     out->stmt_cache_entries = d->cache_n;
 }
 
+/* ---- background checkpoints -------------------------------------------- */
+
+static void *ckpt_main(void *p)
+{
+    ckpt_t *c = p;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->want && !c->stop)
+            pthread_cond_wait(&c->cv, &c->mu);
+        if (c->stop)
+            break;
+        c->want = false;
+        pthread_mutex_unlock(&c->mu);
+        /* SQLITE_BUSY here only means another checkpoint is running: the next wake retries. */
+        if (sqlite3_wal_checkpoint_v2(c->h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) ==
+            SQLITE_OK)
+            atomic_store(&c->copied, true);
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+/* WAL hook of the writer connection: runs on the writer thread after each commit. */
+static int ckpt_hook(void *ud, sqlite3 *h, const char *dbname, int frames)
+{
+    ckpt_t *c = ud;
+    if (frames < c->last_frames)
+        c->next_frames = CKPT_FRAMES; /* the WAL restarted from its beginning */
+    c->last_frames = frames;
+    if (frames >= CKPT_HARD_FRAMES) {
+        sqlite3_wal_checkpoint_v2(h, dbname, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        c->next_frames = CKPT_FRAMES;
+    } else if (frames >= c->next_frames) {
+        c->next_frames = frames + CKPT_AGAIN_FRAMES;
+        pthread_mutex_lock(&c->mu);
+        c->want = true;
+        pthread_cond_signal(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+    }
+    return SQLITE_OK;
+}
+
+/* The writer's queue is empty: copy what the thread left, so the WAL starts over. */
+static void sq_idle(ah_db_t *db)
+{
+    ckpt_t *c = SQ(db)->ckpt;
+    if (c && atomic_load_explicit(&c->copied, memory_order_relaxed) &&
+        atomic_exchange(&c->copied, false) && c->last_frames >= CKPT_IDLE_FRAMES &&
+        sqlite3_wal_checkpoint_v2(SQ(db)->h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) ==
+            SQLITE_BUSY)
+        atomic_store(&c->copied, true); /* the thread is at it again: next time */
+}
+
+static void ckpt_stop(sqlite_db_t *d)
+{
+    ckpt_t *c = d->ckpt;
+    if (!c)
+        return;
+    sqlite3_wal_hook(d->h, NULL, NULL);
+    pthread_mutex_lock(&c->mu);
+    c->stop = true;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->th, NULL);
+    sqlite3_close_v2(c->h);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+    d->ckpt = NULL;
+}
+
+/*
+ * Starts the checkpointer of a writer connection. Without it (no memory, no
+ * thread) the connection keeps SQLite's auto-checkpoint: slower commits, same
+ * data.
+ */
+static void ckpt_start(sqlite_db_t *d, const char *path)
+{
+    ckpt_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->next_frames = CKPT_FRAMES;
+    /* The journal mode is learnt from the file: until then a checkpoint is a no-op. */
+    if (sqlite3_open_v2(path, &c->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+            SQLITE_OK ||
+        sqlite3_exec(c->h, "PRAGMA journal_mode = WAL", NULL, NULL, NULL) != SQLITE_OK) {
+        ah_log(AH_LOG_WARN, "store", "cannot open the SQLite checkpointer connection",
+               AH_LF_STR("error", c->h ? sqlite3_errmsg(c->h) : "out of memory"), AH_LF_END);
+        sqlite3_close_v2(c->h);
+        free(c);
+        return;
+    }
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* the thread takes no signals */
+    int rc = pthread_create(&c->th, NULL, ckpt_main, c);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        sqlite3_close_v2(c->h);
+        pthread_cond_destroy(&c->cv);
+        pthread_mutex_destroy(&c->mu);
+        free(c);
+        return;
+    }
+    pthread_setname_np(c->th, "ah-store-ckpt");
+    d->ckpt = c;
+    /* Replaces SQLite's auto-checkpoint, which is itself a WAL hook. */
+    sqlite3_wal_hook(d->h, ckpt_hook, c);
+}
+
 static void sq_close(ah_db_t *db)
 {
     sqlite_db_t *d = SQ(db);
+    ckpt_stop(d); /* first: the writer's close then checkpoints what is left, as the last one */
     for (int i = 0; i < d->cache_n; i++) {
         sqlite3_finalize(d->cache[i].st);
         free(d->cache[i].sql);
@@ -425,7 +573,7 @@ static int copy_first_col(void *ud, const ah_db_val_t *cols, int ncols)
  * switching it at the same moment, e.g. replicas starting together), so retry
  * here until the busy timeout.
  */
-static int set_wal(sqlite_db_t *d, const char *path, int busy_timeout_ms)
+static int set_wal(sqlite_db_t *d, const char *path, int busy_timeout_ms, bool *wal)
 {
     char mode[16] = "";
     int rc;
@@ -438,7 +586,8 @@ static int set_wal(sqlite_db_t *d, const char *path, int busy_timeout_ms)
     }
     if (rc < 0)
         return rc;
-    if (strcmp(mode, "wal") != 0)
+    *wal = strcmp(mode, "wal") == 0;
+    if (!*wal)
         ah_log(AH_LOG_WARN, "store", "SQLite WAL mode unavailable; reads will wait for writes",
                AH_LF_STR("path", path), AH_LF_STR("journal_mode", mode), AH_LF_END);
     return 0;
@@ -529,9 +678,10 @@ static int sq_open(const char *url, const ah_db_opts_t *opts, ah_db_t **out, ah_
 
     const char *pragmas = "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
     rc = sq_exec(&d->base, pragmas);
+    bool wal = false;
     if (rc == 0 && !memory && !opts->readonly) {
         /* WAL is a property of the file: set once by the writer, readers inherit it. */
-        rc = set_wal(d, path, opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms : 5000);
+        rc = set_wal(d, path, opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms : 5000, &wal);
     }
     if (rc < 0) {
         if (err)
@@ -540,6 +690,8 @@ static int sq_open(const char *url, const ah_db_opts_t *opts, ah_db_t **out, ah_
         sq_close(&d->base);
         return rc;
     }
+    if (wal && opts->bg_checkpoint)
+        ckpt_start(d, path);
     *out = &d->base;
     return 0;
 }
@@ -562,4 +714,5 @@ const ah_db_backend_t ah_db_sqlite_backend = {
     .in_txn = sq_in_txn,
     .migrate_lock = NULL, /* BEGIN IMMEDIATE already serialises migrators */
     .stats = sq_stats,
+    .idle = sq_idle,
 };

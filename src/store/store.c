@@ -246,6 +246,14 @@ static void *worker_main(void *p)
         else
             run_batch(w, jobs, n);
         deliver_all(w->s, jobs);
+        if (w == &w->s->writer) {
+            /* Nothing waiting: the backend's housekeeping costs no job any latency now. */
+            pthread_mutex_lock(&w->mu);
+            bool idle = !w->head;
+            pthread_mutex_unlock(&w->mu);
+            if (idle)
+                ah_db_idle(w->db);
+        }
     }
     return NULL;
 }
@@ -340,7 +348,7 @@ int ah_store_open_ex(const ah_config_t *cfg, const ah_store_opts_t *opts, ah_sto
     if (s->max_batch > MAX_BATCH_LIMIT)
         s->max_batch = MAX_BATCH_LIMIT;
 
-    ah_db_opts_t dbo = {.busy_timeout_ms = cfg->storage.busy_timeout_ms};
+    ah_db_opts_t dbo = {.busy_timeout_ms = cfg->storage.busy_timeout_ms, .bg_checkpoint = true};
     int rc = ah_db_open(cfg->storage.url, &dbo, &s->writer.db, err);
     if (rc < 0)
         goto fail;
@@ -364,6 +372,7 @@ int ah_store_open_ex(const ah_config_t *cfg, const ah_store_opts_t *opts, ah_sto
         s->read_worker = &s->writer;
     } else {
         dbo.readonly = true;
+        dbo.bg_checkpoint = false;
         rc = ah_db_open(cfg->storage.url, &dbo, &s->reader.db, err);
         if (rc < 0)
             goto fail;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -414,6 +415,55 @@ static void test_loop_delivery(void **state)
     ah_loop_free(j.loop);
 }
 
+/* One row of about a page and a half per commit: each COMMIT appends 2+ frames to the WAL. */
+static int big_row_work(ah_db_t *db, void *arg)
+{
+    static char text[6000];
+    if (!text[0])
+        memset(text, 'x', sizeof(text) - 1);
+    ah_db_val_t a[2] = {ah_db_int(*(int *)arg), ah_db_text(text)};
+    return ah_db_query(db, "INSERT INTO big (i, t) VALUES (?, ?)", a, 2, NULL, NULL);
+}
+
+static long file_size(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (long)sb.st_size : 0;
+}
+
+/*
+ * The writer's commits do not checkpoint (a background thread does), yet the
+ * WAL stays bounded under a writer that never pauses, and everything written
+ * is there, through the reader and after a reopen.
+ */
+static void test_wal_bounded(void **state)
+{
+    ah_store_t *s = open_store(AH_STORE_MIGRATE, 0, 0);
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, exec_work,
+                                   "CREATE TABLE big (i INTEGER PRIMARY KEY, t TEXT)"),
+                     0);
+    char wal[420];
+    snprintf(wal, sizeof(wal), "%s-wal", url + strlen("sqlite://"));
+    /* 9,000 commits of 2+ pages: far past what the WAL may hold (8,000 frames + one commit). */
+    const long max_wal = 32 + (8000L + 16) * (4096 + 24);
+    long biggest = 0;
+    for (int i = 1; i <= 9000; i++) {
+        assert_int_equal(ah_store_call(s, AH_STORE_WRITE, big_row_work, &i), 0);
+        if (i % 100 == 0) {
+            long n = file_size(wal);
+            if (n > biggest)
+                biggest = n;
+        }
+    }
+    assert_true(biggest > 0);
+    assert_true(biggest <= max_wal);
+    assert_int_equal(count_rows(s, "SELECT COUNT(*) FROM big"), 9000);
+    ah_store_close(s);
+    s = open_store(0, 0, 0);
+    assert_int_equal(count_rows(s, "SELECT COUNT(*) FROM big WHERE length(t) = 5999"), 9000);
+    ah_store_close(s);
+}
+
 /* sqlite://:memory: has one connection: reads go to the writer thread and see the writes. */
 static void test_memory_store(void **state)
 {
@@ -441,6 +491,7 @@ int main(void)
         cmocka_unit_test_setup(test_close_drains_queue, setup),
         cmocka_unit_test_setup(test_loop_delivery, setup),
         cmocka_unit_test_setup(test_memory_store, setup),
+        cmocka_unit_test_setup(test_wal_bounded, setup),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }
