@@ -49,9 +49,9 @@
 typedef struct ckpt {
     sqlite3 *h; /* its own connection, used only by its thread */
     pthread_t th;
-    pthread_mutex_t mu; /* guards want and stop */
+    pthread_mutex_t mu; /* guards want, stop and running */
     pthread_cond_t cv;
-    bool want, stop;
+    bool want, stop, running;
     atomic_bool copied; /* the thread is through: the writer copies the rest when idle */
     int next_frames;    /* writer thread only: wake it when the WAL reaches this */
     int last_frames;    /* writer thread only: WAL size after the previous commit */
@@ -445,12 +445,15 @@ static void *ckpt_main(void *p)
         if (c->stop)
             break;
         c->want = false;
+        c->running = true;
         pthread_mutex_unlock(&c->mu);
         /* SQLITE_BUSY here only means another checkpoint is running: the next wake retries. */
         if (sqlite3_wal_checkpoint_v2(c->h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) ==
             SQLITE_OK)
             atomic_store(&c->copied, true);
         pthread_mutex_lock(&c->mu);
+        c->running = false;
+        pthread_cond_broadcast(&c->cv);
     }
     pthread_mutex_unlock(&c->mu);
     return NULL;
@@ -464,7 +467,12 @@ static int ckpt_hook(void *ud, sqlite3 *h, const char *dbname, int frames)
         c->next_frames = CKPT_FRAMES; /* the WAL restarted from its beginning */
     c->last_frames = frames;
     if (frames >= CKPT_HARD_FRAMES) {
+        /* Wait out the thread's pass and keep it from starting one: this one must copy it all. */
+        pthread_mutex_lock(&c->mu);
+        while (c->running)
+            pthread_cond_wait(&c->cv, &c->mu);
         sqlite3_wal_checkpoint_v2(h, dbname, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        pthread_mutex_unlock(&c->mu);
         c->next_frames = CKPT_FRAMES;
     } else if (frames >= c->next_frames) {
         c->next_frames = frames + CKPT_AGAIN_FRAMES;
