@@ -54,6 +54,8 @@ extern const ah_db_backend_t ah_db_postgres_backend;
 #define MAX_FIELD          ((size_t)1 << 30) /* largest text or bytea value */
 #define BUSY_DEFAULT_MS    5000
 #define PREPARE_SAVEPOINT  "ah_pg_prepare"
+#define PEND_MAX           4  /* transaction control commands held back at most */
+#define PEND_LEN           96 /* longest one ("RELEASE SAVEPOINT <name>") */
 
 /* pg_advisory_xact_lock key of migrations: "agenthub" in ASCII. */
 #define MIGRATE_LOCK_KEY INT64_C(0x6167656e74687562)
@@ -91,6 +93,15 @@ typedef struct pg_db {
      */
     bool txn;
     bool configured; /* session_setup ran on this session */
+    /*
+     * Transaction control commands (BEGIN, SAVEPOINT, RELEASE) not sent yet:
+     * they go out in one pipeline with the next statement, so a group-commit
+     * batch costs no round trip per job for its savepoints (see pipelined).
+     */
+    const char *pend[PEND_MAX];
+    char pend_text[PEND_MAX][PEND_LEN];
+    int npend;
+    bool pend_begin; /* pend holds a BEGIN: the server has no transaction yet */
     stmt_ent_t *cache;
     int cache_cap;
     int cache_n;
@@ -259,6 +270,13 @@ static stmt_ent_t *cache_put(pg_db_t *d, uint64_t hash, char *copy, size_t len, 
 
 /* ---- connection -------------------------------------------------------- */
 
+/* Forgets the held-back control commands (see pipelined). */
+static void pend_clear(pg_db_t *d)
+{
+    d->npend = 0;
+    d->pend_begin = false;
+}
+
 /* Runs one statement without parameters; rows are ignored. 0 or -errno. */
 static int simple_raw(pg_db_t *d, const char *sql)
 {
@@ -295,6 +313,7 @@ static int session_setup(pg_db_t *d)
 static int reconnect(pg_db_t *d)
 {
     cache_forget(d); /* the server dropped our prepared statements with the session */
+    pend_clear(d);
     d->txn = false;
     d->configured = false;
     PQreset(d->conn);
@@ -809,6 +828,127 @@ static int finish(pg_db_t *d, PGresult *res, ah_db_row_fn cb, void *ud, bool scr
     return rc;
 }
 
+/* ---- pipelined transaction control --------------------------------------- */
+
+/*
+ * Reads one pipelined query's results up to its terminating NULL: the first
+ * is kept in *out (NULL when none came). False when the connection broke.
+ */
+static bool pipe_collect(pg_db_t *d, PGresult **out)
+{
+    *out = NULL;
+    for (int i = 0; i < 64; i++) {
+        PGresult *r = PQgetResult(d->conn);
+        if (!r)
+            return true;
+        if (!*out)
+            *out = r;
+        else
+            PQclear(r);
+        if (!conn_ok(d))
+            return false;
+    }
+    return false;
+}
+
+/*
+ * Sends the held-back control commands and then the statement (prepared
+ * `name` with the bound arguments, or parameterless `sql`; neither: the
+ * commands alone) in one pipeline: one round trip instead of one each. The
+ * commands are sent as they were queued, so the server sees the same
+ * sequence as before. 0 with the statement's result in *out (to be finished
+ * by the caller; NULL without a statement), or the error of the first command
+ * that failed (the statement was then skipped by the server).
+ */
+static int pipelined(pg_db_t *d, const char *name, const char *sql, int nargs, PGresult **out)
+{
+    *out = NULL;
+    int n = d->npend;
+    pend_clear(d);
+    if (!PQenterPipelineMode(d->conn))
+        return fail_res(d, NULL);
+    bool sent = true;
+    for (int i = 0; i < n && sent; i++)
+        sent = PQsendQueryParams(d->conn, d->pend[i], 0, NULL, NULL, NULL, NULL, 0) == 1;
+    if (sent && name)
+        sent = PQsendQueryPrepared(d->conn, name, nargs, d->pvals, d->plens, d->pfmts, 0) == 1;
+    else if (sent && sql)
+        sent = PQsendQueryParams(d->conn, sql, 0, NULL, NULL, NULL, NULL, 0) == 1;
+    if (sent)
+        sent = PQpipelineSync(d->conn) == 1;
+    if (!sent) {
+        /* Nothing was read: the connection is gone or libpq is out of memory. */
+        int rc = fail_res(d, NULL);
+        if (conn_ok(d))
+            rc = fail_msg(d, -EIO, "cannot send a pipeline to PostgreSQL");
+        return rc;
+    }
+    int rc = 0;
+    bool alive = true;
+    for (int i = 0; i < n && alive; i++) {
+        PGresult *r;
+        alive = pipe_collect(d, &r);
+        ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+        if (rc == 0 && st != PGRES_COMMAND_OK)
+            rc = st == PGRES_PIPELINE_ABORTED ? rc : fail_res(d, r);
+        PQclear(r);
+    }
+    if (alive && (name || sql)) {
+        alive = pipe_collect(d, out);
+        if (rc < 0 || (*out && PQresultStatus(*out) == PGRES_PIPELINE_ABORTED)) {
+            PQclear(*out);
+            *out = NULL;
+        }
+    }
+    if (alive) {
+        PGresult *r = PQgetResult(d->conn); /* PGRES_PIPELINE_SYNC */
+        PQclear(r);
+        alive = conn_ok(d) && PQexitPipelineMode(d->conn) == 1;
+    }
+    sync_txn(d);
+    if (!alive) {
+        PQclear(*out);
+        *out = NULL;
+        return fail_res(d, NULL);
+    }
+    if (rc == 0 && (name || sql) && !*out)
+        rc = fail_msg(d, -EIO, "PostgreSQL skipped a pipelined statement");
+    return rc;
+}
+
+/*
+ * Holds a control command back until the next statement (pipelined). The
+ * connection is checked now, so a BEGIN on a dead idle connection still
+ * reconnects first.
+ */
+static int pend_push(pg_db_t *d, const char *verb, const char *name)
+{
+    int rc = ensure_conn(d);
+    if (rc < 0)
+        return rc;
+    if (d->npend == PEND_MAX) {
+        PGresult *none;
+        rc = pipelined(d, NULL, NULL, 0, &none);
+        if (rc < 0)
+            return rc;
+    }
+    char *t = d->pend_text[d->npend];
+    int n = snprintf(t, PEND_LEN, "%s%s%s", verb, name ? " " : "", name ? name : "");
+    if (n < 0 || n >= PEND_LEN)
+        return fail_msg(d, -EINVAL, "savepoint name too long");
+    d->pend[d->npend++] = t;
+    return 0;
+}
+
+/* Sends what is held back on its own (before a statement that cannot be pipelined). */
+static int pend_flush(pg_db_t *d)
+{
+    if (!d->npend)
+        return 0;
+    PGresult *none;
+    return pipelined(d, NULL, NULL, 0, &none);
+}
+
 /* ---- backend functions ------------------------------------------------- */
 
 static int pg_query(ah_db_t *db, const char *sql, const ah_db_val_t *args, int nargs,
@@ -846,6 +986,9 @@ static int pg_query(ah_db_t *db, const char *sql, const ah_db_val_t *args, int n
         return rc;
     if (!e) {
         d->stats.stmt_cache_misses++;
+        rc = pend_flush(d); /* PREPARE guards itself with a savepoint inside a transaction */
+        if (rc < 0)
+            return rc;
         char *copy = NULL;
         if (d->cache_cap) {
             copy = malloc(len + 1);
@@ -864,8 +1007,15 @@ static int pg_query(ah_db_t *db, const char *sql, const ah_db_val_t *args, int n
         if (copy)
             e = cache_put(d, hash, copy, len, name, nparams);
     }
-    PGresult *res =
-        PQexecPrepared(d->conn, name, nargs, d->pvals, d->plens, d->pfmts, 0 /* text results */);
+    PGresult *res = NULL;
+    if (d->npend) {
+        rc = pipelined(d, name, NULL, nargs, &res);
+        if (rc < 0)
+            return rc;
+    } else {
+        res = PQexecPrepared(d->conn, name, nargs, d->pvals, d->plens, d->pfmts,
+                             0 /* text results */);
+    }
     if (!e)
         deallocate(d, name); /* before the rows: a row callback may run queries */
     return finish(d, res, cb, ud, false);
@@ -874,9 +1024,24 @@ static int pg_query(ah_db_t *db, const char *sql, const ah_db_val_t *args, int n
 static int simple(pg_db_t *d, const char *sql)
 {
     int rc = ensure_conn(d);
+    if (rc == 0)
+        rc = pend_flush(d); /* a script may hold several statements: not pipelined */
     if (rc < 0)
         return rc;
     return finish(d, PQexec(d->conn, sql), NULL, NULL, true);
+}
+
+/* One parameterless statement, pipelined behind what is held back. */
+static int simple_one(pg_db_t *d, const char *sql)
+{
+    int rc = ensure_conn(d);
+    if (rc < 0)
+        return rc;
+    if (!d->npend)
+        return finish(d, PQexec(d->conn, sql), NULL, NULL, true);
+    PGresult *res;
+    rc = pipelined(d, NULL, sql, 0, &res);
+    return rc < 0 ? rc : finish(d, res, NULL, NULL, true);
 }
 
 static int pg_exec(ah_db_t *db, const char *sql)
@@ -894,9 +1059,13 @@ static int pg_begin(ah_db_t *db, bool immediate)
     /* No BEGIN IMMEDIATE: PostgreSQL locks rows, not the database, as it writes them. */
     (void)immediate;
     pg_db_t *d = PG(db);
-    int rc = simple(d, "BEGIN");
-    if (rc == 0)
+    if (d->txn)
+        return simple_one(d, "BEGIN"); /* the server warns and carries on, as before */
+    int rc = pend_push(d, "BEGIN", NULL);
+    if (rc == 0) {
         d->txn = true;
+        d->pend_begin = true;
+    }
     return rc;
 }
 
@@ -907,7 +1076,22 @@ static int pg_commit(ah_db_t *db)
         d->txn = false;
         return fail_msg(d, -EIO, "connection to PostgreSQL lost: the transaction was rolled back");
     }
-    PGresult *res = PQexec(d->conn, "COMMIT");
+    if (d->pend_begin) { /* nothing of it reached the server */
+        pend_clear(d);
+        d->txn = false;
+        return 0;
+    }
+    PGresult *res = NULL;
+    if (d->npend) {
+        int prc = pipelined(d, NULL, "COMMIT", 0, &res);
+        if (prc < 0) {
+            d->txn = false;
+            sync_txn(d);
+            return prc;
+        }
+    } else {
+        res = PQexec(d->conn, "COMMIT");
+    }
     /* COMMIT of a transaction an error aborted succeeds, as a ROLLBACK: that is a failure. */
     bool rolled_back =
         res && PQresultStatus(res) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(res), "ROLLBACK") == 0;
@@ -925,6 +1109,7 @@ static int pg_rollback(ah_db_t *db)
 {
     pg_db_t *d = PG(db);
     d->txn = false;
+    pend_clear(d); /* held back, never sent: nothing to undo there */
     /* Nothing to undo: no transaction, or the server ended it with the connection. */
     if (!conn_ok(d) || PQtransactionStatus(d->conn) == PQTRANS_IDLE)
         return 0;
@@ -933,28 +1118,25 @@ static int pg_rollback(ah_db_t *db)
     return rc;
 }
 
-static int named(pg_db_t *d, const char *verb, const char *name)
-{
-    char sql[96];
-    int n = snprintf(sql, sizeof(sql), "%s %s", verb, name);
-    if (n < 0 || (size_t)n >= sizeof(sql))
-        return fail_msg(d, -EINVAL, "savepoint name too long");
-    return simple(d, sql);
-}
-
+/* SAVEPOINT and RELEASE are held back and pipelined with the next statement. */
 static int pg_savepoint(ah_db_t *db, const char *name)
 {
-    return named(PG(db), "SAVEPOINT", name);
+    return pend_push(PG(db), "SAVEPOINT", name);
 }
 
 static int pg_release(ah_db_t *db, const char *name)
 {
-    return named(PG(db), "RELEASE SAVEPOINT", name);
+    return pend_push(PG(db), "RELEASE SAVEPOINT", name);
 }
 
 static int pg_rollback_to(ah_db_t *db, const char *name)
 {
-    return named(PG(db), "ROLLBACK TO SAVEPOINT", name);
+    pg_db_t *d = PG(db);
+    char sql[PEND_LEN];
+    int n = snprintf(sql, sizeof(sql), "ROLLBACK TO SAVEPOINT %s", name);
+    if (n < 0 || (size_t)n >= sizeof(sql))
+        return fail_msg(d, -EINVAL, "savepoint name too long");
+    return simple_one(d, sql);
 }
 
 static const char *pg_errmsg(ah_db_t *db)
@@ -974,7 +1156,7 @@ static int pg_table_exists(ah_db_t *db, const char *table)
 static bool pg_in_txn(ah_db_t *db)
 {
     pg_db_t *d = PG(db);
-    if (!conn_ok(d))
+    if (!conn_ok(d) || d->pend_begin)
         return d->txn;
     return PQtransactionStatus(d->conn) != PQTRANS_IDLE;
 }

@@ -464,6 +464,85 @@ static void suite_test_db_txn(void **state)
 }
 
 /*
+ * Transaction control as the group commit uses it, in every order it can
+ * come: PostgreSQL holds BEGIN, SAVEPOINT and RELEASE back and pipelines them
+ * with the next statement, so each case checks what the server ended with.
+ */
+static void suite_test_db_txn_control(void **state)
+{
+    (void)state;
+    ah_db_t *db = suite_db_open(5000, 0, false, false);
+    int64_t v = -1;
+    const char *ins = "INSERT INTO tc (k) VALUES (?)";
+    assert_int_equal(ah_db_exec(db, "CREATE TABLE tc (k INTEGER PRIMARY KEY)"), 0);
+
+    /* Nothing but BEGIN and COMMIT, with savepoints and without. */
+    assert_int_equal(ah_db_begin(db, true), 0);
+    assert_true(ah_db_in_txn(db));
+    assert_int_equal(ah_db_commit(db), 0);
+    assert_false(ah_db_in_txn(db));
+    assert_int_equal(ah_db_begin(db, true), 0);
+    assert_int_equal(ah_db_savepoint(db, "job"), 0);
+    assert_int_equal(ah_db_release(db, "job"), 0);
+    assert_true(ah_db_in_txn(db));
+    assert_int_equal(ah_db_commit(db), 0);
+    assert_false(ah_db_in_txn(db));
+
+    /* More jobs without statements than are held back at once, then one that writes. */
+    assert_int_equal(ah_db_begin(db, true), 0);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(ah_db_savepoint(db, "job"), 0);
+        assert_int_equal(ah_db_release(db, "job"), 0);
+    }
+    assert_int_equal(ah_db_savepoint(db, "job"), 0);
+    ah_db_val_t k1 = ah_db_int(1);
+    assert_int_equal(ah_db_query(db, ins, &k1, 1, NULL, NULL), 0);
+    assert_int_equal(ah_db_changes(db), 1);
+    assert_int_equal(ah_db_release(db, "job"), 0);
+    assert_int_equal(ah_db_commit(db), 0);
+
+    /* A job whose first statement fails is rolled back alone; the next one commits. */
+    assert_int_equal(ah_db_begin(db, true), 0);
+    assert_int_equal(ah_db_savepoint(db, "job"), 0);
+    assert_int_equal(ah_db_query(db, ins, &k1, 1, NULL, NULL), -EEXIST);
+    assert_int_equal(ah_db_rollback_to(db, "job"), 0);
+    assert_int_equal(ah_db_release(db, "job"), 0);
+    assert_true(ah_db_in_txn(db));
+    assert_int_equal(ah_db_savepoint(db, "job"), 0);
+    ah_db_val_t k2 = ah_db_int(2);
+    assert_int_equal(ah_db_query(db, ins, &k2, 1, NULL, NULL), 0);
+    assert_int_equal(ah_db_release(db, "job"), 0);
+    assert_int_equal(ah_db_commit(db), 0);
+    assert_int_equal(ah_db_query_int(db, "SELECT SUM(k) FROM tc", NULL, 0, &v), 0);
+    assert_int_equal(v, 3);
+
+    /* A rollback undoes held-back commands and sent statements alike. */
+    assert_int_equal(ah_db_begin(db, true), 0);
+    assert_int_equal(ah_db_savepoint(db, "job"), 0);
+    assert_int_equal(ah_db_rollback(db), 0);
+    assert_false(ah_db_in_txn(db));
+    assert_int_equal(ah_db_begin(db, true), 0);
+    assert_int_equal(ah_db_savepoint(db, "job"), 0);
+    ah_db_val_t k4 = ah_db_int(4);
+    assert_int_equal(ah_db_query(db, ins, &k4, 1, NULL, NULL), 0);
+    assert_int_equal(ah_db_rollback(db), 0);
+    assert_false(ah_db_in_txn(db));
+
+    /* A control command that fails (no such savepoint) fails the transaction, at the
+     * latest at the next statement, and nothing of it is committed. */
+    assert_int_equal(ah_db_begin(db, true), 0);
+    int rc = ah_db_release(db, "nope");
+    if (rc == 0)
+        rc = ah_db_query(db, ins, &k4, 1, NULL, NULL);
+    assert_true(rc < 0);
+    assert_int_equal(ah_db_rollback(db), 0);
+    assert_false(ah_db_in_txn(db));
+    assert_int_equal(ah_db_query_int(db, "SELECT COUNT(*) FROM tc", NULL, 0, &v), 0);
+    assert_int_equal(v, 2);
+    ah_db_close(db);
+}
+
+/*
  * A writer waiting for another's lock gives up with -EBUSY after its busy
  * timeout: SQLite at BEGIN IMMEDIATE (database lock), PostgreSQL at the row
  * (lock_timeout).
@@ -1729,6 +1808,7 @@ static void suite_test_claim_concurrent(void **state)
         cmocka_unit_test_setup(suite_test_db_errors, setup),                                       \
         cmocka_unit_test_setup(suite_test_db_cache, setup),                                        \
         cmocka_unit_test_setup(suite_test_db_txn, setup),                                          \
+        cmocka_unit_test_setup(suite_test_db_txn_control, setup),                                  \
         cmocka_unit_test_setup(suite_test_db_busy, setup),                                         \
         cmocka_unit_test_setup(suite_test_open_migrate, setup),                                    \
         cmocka_unit_test_setup(suite_test_migrate_concurrent, setup),                              \
