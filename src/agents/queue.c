@@ -22,16 +22,17 @@
 #include "store/sessions.h"
 #include "agents/webhooks.h"
 
-#define CLAIM_BATCH   16
-#define HEARTBEAT_MAX 4096
-#define EXPIRE_BATCH  64 /* queued runs expired per claim: each is a few statements */
+#define CLAIM_BATCH    64   /* runs per claim job, at most (and at most the free slots) */
+#define DEPTH_EVERY_MS 1000 /* the queue-depth gauge's COUNT(*), per worker, at most */
+#define HEARTBEAT_MAX  4096
+#define EXPIRE_BATCH   64 /* queued runs expired per claim: each is a few statements */
 
 typedef struct queue_worker {
     ah_runtime_t *rt;
     ah_loop_t *loop;
     struct event *timer;
     bool claiming, beating, purging;
-    int64_t next_beat_ms, next_purge_ms;
+    int64_t next_beat_ms, next_purge_ms, next_depth_ms;
 } queue_worker_t;
 
 static _Thread_local queue_worker_t *tl_queue;
@@ -52,8 +53,9 @@ typedef struct claim_job {
     int64_t now, lease_ms, ttl_ms;
     int max;
     ah_run_rec_t *recs;
-    size_t n;
+    size_t n, cap;
     int64_t depth;
+    bool count_depth; /* refresh the queue-depth gauge */
     int64_t expired;
     char (*expired_agents)[80]; /* for agenthub_runs_total{status="expired"} */
     queue_worker_t *qw;
@@ -117,6 +119,76 @@ int ah_queue_end_run(ah_db_t *db, const char *run_id, const char *status, const 
     return rc;
 }
 
+typedef struct cand_list {
+    char (*ids)[48];
+    int64_t *created;
+    size_t n, cap;
+} cand_list_t;
+
+static int collect_cand(void *ud, const ah_db_val_t *cols, int ncols)
+{
+    cand_list_t *l = ud;
+    if (ncols >= 2 && l->n < l->cap &&
+        ah_db_val_copy(&cols[0], l->ids[l->n], sizeof(l->ids[0])) == 0) {
+        l->created[l->n] = ah_db_val_int(&cols[1]);
+        l->n++;
+    }
+    return 0;
+}
+
+/*
+ * The oldest claimable runs (at most out->cap ids, oldest first): queued ones
+ * (a claimed queued run stays 'queued' with our lease until it really starts,
+ * so a claim given back is never seen as running) and ones whose owner's lease
+ * ran out. Two queries, each walking runs_status_created in order with its
+ * own LIMIT, merged by created_at: one query with an OR of both would read
+ * and sort every queued row to take a few (a long backlog made each claim
+ * cost milliseconds, on SQLite and PostgreSQL alike).
+ */
+static int claim_candidates(ah_db_t *db, int64_t now, id_list_t *out)
+{
+    char qids[CLAIM_BATCH][48], xids[CLAIM_BATCH][48];
+    int64_t qat[CLAIM_BATCH], xat[CLAIM_BATCH];
+    cand_list_t q = {qids, qat, 0, out->cap}, x = {xids, xat, 0, out->cap};
+    ah_db_val_t qa[2] = {ah_db_int(now), ah_db_int((int64_t)out->cap)};
+    int rc = ah_db_query(db,
+                         "SELECT id, created_at FROM runs WHERE status = 'queued' AND "
+                         "(lease_expires_at IS NULL OR lease_expires_at < ?) AND "
+                         "" AH_SESSION_RUN_STARTABLE_SQL " ORDER BY created_at LIMIT ?",
+                         qa, 2, collect_cand, &q);
+    if (rc)
+        return rc;
+    rc = ah_db_query(db,
+                     "SELECT id, created_at FROM runs WHERE status IN ('running', "
+                     "'requires_action') AND lease_expires_at < ? ORDER BY created_at LIMIT ?",
+                     qa, 2, collect_cand, &x);
+    if (rc)
+        return rc;
+    size_t i = 0, k = 0;
+    while (out->n < out->cap && (i < q.n || k < x.n)) {
+        bool from_q = k >= x.n || (i < q.n && q.created[i] <= x.created[k]);
+        memcpy(out->ids[out->n++], from_q ? q.ids[i++] : x.ids[k++], sizeof(out->ids[0]));
+    }
+    return 0;
+}
+
+#define Q8  "?, ?, ?, ?, ?, ?, ?, ?"
+#define Q64 Q8 ", " Q8 ", " Q8 ", " Q8 ", " Q8 ", " Q8 ", " Q8 ", " Q8
+
+static int claimed_rec(void *ud, const ah_run_rec_t *r)
+{
+    claim_job_t *j = ud;
+    if (j->n < j->cap && ah_run_rec_copy(&j->recs[j->n], r) == 0)
+        j->n++;
+    return 0;
+}
+
+static int by_created(const void *a, const void *b)
+{
+    const ah_run_rec_t *x = a, *y = b;
+    return (x->created_at > y->created_at) - (x->created_at < y->created_at);
+}
+
 static int claim_work(ah_db_t *db, void *arg)
 {
     claim_job_t *j = arg;
@@ -141,42 +213,41 @@ static int claim_work(ah_db_t *db, void *arg)
         j->expired++;
     }
     ah_store_sessions_purge_expired(db, j->now, 1000);
-    ah_db_query_int(db, "SELECT COUNT(*) FROM runs WHERE status = 'queued'", NULL, 0, &j->depth);
+    if (j->count_depth)
+        ah_db_query_int(db, "SELECT COUNT(*) FROM runs WHERE status = 'queued'", NULL, 0,
+                        &j->depth);
     if (j->max <= 0)
         return 0;
     char ids[CLAIM_BATCH][48];
     id_list_t l = {ids, 0, (size_t)(j->max < CLAIM_BATCH ? j->max : CLAIM_BATCH)};
-    /* A claimed queued run stays 'queued' (with our lease) until it really starts, so a
-     * claim given back (agent at its limit) is never seen as running. */
-    ah_db_val_t sel[3] = {ah_db_int(j->now), ah_db_int(j->now), ah_db_int((int64_t)l.cap)};
-    rc = ah_db_query(db,
-                     "SELECT id FROM runs WHERE (status = 'queued' AND (lease_expires_at IS NULL "
-                     "OR lease_expires_at < ?) AND " AH_SESSION_RUN_STARTABLE_SQL
-                     ") OR (status IN ('running', 'requires_action') AND lease_expires_at < ?) "
-                     "ORDER BY created_at LIMIT ?",
-                     sel, 3, collect_id, &l);
+    rc = claim_candidates(db, j->now, &l);
     if (rc)
         return rc;
     j->recs = calloc(l.n ? l.n : 1, sizeof(ah_run_rec_t));
     if (!j->recs)
         return -ENOMEM;
-    for (size_t i = 0; i < l.n; i++) {
-        ah_db_val_t up[6] = {ah_db_text(j->owner), ah_db_int(j->now + j->lease_ms),
-                             ah_db_int(j->now),    ah_db_text(ids[i]),
-                             ah_db_int(j->now),    ah_db_int(j->now)};
-        rc = ah_db_query(db,
-                         "UPDATE runs SET lease_owner = ?, lease_expires_at = ?, attempt = "
-                         "attempt + 1, updated_at = ? WHERE id = ? AND ((status = 'queued' AND "
-                         "(lease_expires_at IS NULL OR lease_expires_at < ?)) OR (status IN "
-                         "('running', 'requires_action') AND lease_expires_at < ?))",
-                         up, 6, NULL, NULL);
-        if (rc)
-            return rc;
-        if (ah_db_changes(db) != 1)
-            continue; /* another replica got there first */
-        if (ah_store_run_get(db, ids[i], &j->recs[j->n]) == 0)
-            j->n++;
-    }
+    j->cap = l.n;
+    if (l.n == 0)
+        return 0;
+    /* One statement for the batch; the id list is padded with its last id (one SQL text).
+     * The condition is checked again: a run another replica took meanwhile is left out. */
+    ah_db_val_t up[5 + CLAIM_BATCH];
+    up[0] = ah_db_text(j->owner);
+    up[1] = ah_db_int(j->now + j->lease_ms);
+    up[2] = ah_db_int(j->now);
+    for (size_t i = 0; i < CLAIM_BATCH; i++)
+        up[3 + i] = ah_db_text(ids[i < l.n ? i : l.n - 1]);
+    up[3 + CLAIM_BATCH] = ah_db_int(j->now);
+    up[4 + CLAIM_BATCH] = ah_db_int(j->now);
+    rc = ah_store_run_update_returning(
+        db,
+        "lease_owner = ?, lease_expires_at = ?, attempt = attempt + 1, updated_at = ? WHERE id "
+        "IN (" Q64 ") AND ((status = 'queued' AND (lease_expires_at IS NULL OR lease_expires_at "
+        "< ?)) OR (status IN ('running', 'requires_action') AND lease_expires_at < ?))",
+        up, 5 + CLAIM_BATCH, claimed_rec, j);
+    if (rc)
+        return rc;
+    qsort(j->recs, j->n, sizeof(*j->recs), by_created); /* oldest first, as picked */
     return 0;
 }
 
@@ -222,7 +293,8 @@ static void claim_done(int rc, void *arg)
     qw->claiming = false;
     if (rc)
         ah_log(AH_LOG_WARN, "queue", "claim failed", AH_LF_INT("rc", rc), AH_LF_END);
-    atomic_store(&g_depth, j->depth);
+    if (j->count_depth && rc == 0)
+        atomic_store(&g_depth, j->depth);
     if (rc == 0 && j->expired > 0) {
         ah_log(AH_LOG_WARN, "queue", "queued runs expired", AH_LF_INT("count", j->expired),
                AH_LF_END);
@@ -420,6 +492,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
             j->lease_ms = lease_ms;
             j->ttl_ms = (int64_t)(cfg->runs.queue_ttl_s * 1000);
             j->max = ah_runtime_free_slots(qw->rt);
+            j->count_depth = now >= qw->next_depth_ms;
+            if (j->count_depth)
+                qw->next_depth_ms = now + DEPTH_EVERY_MS;
             j->qw = qw;
             if (ah_store_submit(store, AH_STORE_WRITE, claim_work, claim_done, qw->loop, j) != 0)
                 free(j);

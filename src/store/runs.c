@@ -309,6 +309,25 @@ static int list_row(void *ud, const ah_db_val_t *cols, int ncols)
     return rc;
 }
 
+int ah_store_run_update_returning(ah_db_t *db, const char *set_where, const ah_db_val_t *args,
+                                  int nargs, int (*cb)(void *ud, const ah_run_rec_t *r), void *ud)
+{
+    if (!set_where || !*set_where || !cb)
+        return -EINVAL;
+    static const char head[] = "UPDATE runs SET ", tail[] = " RETURNING " RUN_COLS;
+    size_t n = strlen(set_where);
+    char *sql = malloc(sizeof(head) + n + sizeof(tail));
+    if (!sql)
+        return -ENOMEM;
+    memcpy(sql, head, sizeof(head) - 1);
+    memcpy(sql + sizeof(head) - 1, set_where, n);
+    memcpy(sql + sizeof(head) - 1 + n, tail, sizeof(tail));
+    list_ctx_t l = {cb, ud};
+    int rc = ah_db_query(db, sql, args, nargs, list_row, &l);
+    free(sql);
+    return rc;
+}
+
 static int list_cols(ah_db_t *db, const char *cols, const ah_run_filter_t *f,
                      int (*cb)(void *ud, const ah_run_rec_t *r), void *ud)
 {

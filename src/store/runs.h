@@ -73,6 +73,15 @@ int ah_store_run_update(ah_db_t *db, const ah_run_rec_t *r);
 /** Reads a run. -ENOENT when absent. Free with ah_run_rec_free. */
 int ah_store_run_get(ah_db_t *db, const char *id, ah_run_rec_t *out);
 
+/**
+ * Runs "UPDATE runs SET <set_where> RETURNING <every column>" with args and
+ * passes each updated run's record, as written, to cb (owned by the callee:
+ * ah_run_rec_copy what you keep). One statement where an UPDATE and a read
+ * per run would take two. Returns 0, cb's nonzero value, or -errno.
+ */
+int ah_store_run_update_returning(ah_db_t *db, const char *set_where, const ah_db_val_t *args,
+                                  int nargs, int (*cb)(void *ud, const ah_run_rec_t *r), void *ud);
+
 /** Finds a run by (key_id, idempotency_key). -ENOENT when absent. */
 int ah_store_run_get_by_idempotency(ah_db_t *db, const char *key_id, const char *idem,
                                     ah_run_rec_t *out);
