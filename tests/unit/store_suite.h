@@ -1741,6 +1741,70 @@ static void suite_test_claim(void **state)
     ah_store_close(s);
 }
 
+typedef struct {
+    int n, stop_after;
+    char ids[4][48];
+    int64_t attempts[4];
+    char owners[4][48];
+    int rc;
+} suite_returned_t;
+
+static int suite_returned_cb(void *ud, const ah_run_rec_t *r)
+{
+    suite_returned_t *t = ud;
+    if (t->n < 4) {
+        snprintf(t->ids[t->n], sizeof(t->ids[0]), "%s", r->id);
+        snprintf(t->owners[t->n], sizeof(t->owners[0]), "%s", r->lease_owner ? r->lease_owner : "");
+        t->attempts[t->n] = r->attempt;
+    }
+    t->n++;
+    return t->stop_after && t->n >= t->stop_after ? 7 : 0;
+}
+
+static int suite_update_returning_work(ah_db_t *db, void *arg)
+{
+    suite_returned_t *t = arg;
+    ah_db_val_t a[4] = {ah_db_text("node-r"), ah_db_text("run_r1"), ah_db_text("run_r2"),
+                        ah_db_text("run_r3")};
+    return ah_store_run_update_returning(
+        db, "lease_owner = ?, attempt = attempt + 1 WHERE id IN (?, ?, ?) AND status = 'queued'", a,
+        4, suite_returned_cb, t);
+}
+
+static int suite_update_returning_bad_work(ah_db_t *db, void *arg)
+{
+    return ah_store_run_update_returning(db, "", NULL, 0, suite_returned_cb, arg);
+}
+
+/* One UPDATE ... RETURNING hands back every changed run as written, and only those. */
+static void suite_test_run_update_returning(void **state)
+{
+    (void)state;
+    ah_store_t *s = suite_store(AH_STORE_MIGRATE, 0);
+    suite_add_run(s, "run_r1", AH_RUN_QUEUED, 10, NULL, 0);
+    suite_add_run(s, "run_r2", AH_RUN_QUEUED, 20, NULL, 0);
+    suite_add_run(s, "run_r3", AH_RUN_COMPLETED, 30, NULL, 0);
+    suite_returned_t t = {0};
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_update_returning_work, &t), 0);
+    assert_int_equal(t.n, 2);
+    for (int i = 0; i < 2; i++) {
+        assert_true(strcmp(t.ids[i], "run_r1") == 0 || strcmp(t.ids[i], "run_r2") == 0);
+        assert_string_equal(t.owners[i], "node-r");
+        assert_int_equal(t.attempts[i], 1);
+    }
+    assert_string_not_equal(t.ids[0], t.ids[1]);
+    assert_int_equal(
+        suite_count(s, "SELECT COUNT(*) FROM runs WHERE lease_owner = 'node-r' AND attempt = 1"),
+        2);
+    /* A callback's nonzero value is returned; the statement's changes stay. */
+    suite_returned_t u = {.stop_after = 1};
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_update_returning_work, &u), 7);
+    assert_int_equal(suite_count(s, "SELECT COUNT(*) FROM runs WHERE attempt = 2"), 2);
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_update_returning_bad_work, &u),
+                     -EINVAL);
+    ah_store_close(s);
+}
+
 #define SUITE_CLAIM_RUNS    60
 #define SUITE_CLAIM_THREADS 4
 
@@ -1820,6 +1884,7 @@ static void suite_test_claim_concurrent(void **state)
         cmocka_unit_test_setup(suite_test_agents, setup),                                          \
         cmocka_unit_test_setup(suite_test_runs, setup),                                            \
         cmocka_unit_test_setup(suite_test_claim, setup),                                           \
+        cmocka_unit_test_setup(suite_test_run_update_returning, setup),                            \
         cmocka_unit_test_setup(suite_test_claim_concurrent, setup)
 
 #endif
