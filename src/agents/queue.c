@@ -119,9 +119,13 @@ int ah_queue_end_run(ah_db_t *db, const char *run_id, const char *status, const 
     return rc;
 }
 
+typedef struct cand {
+    char id[48];
+    int64_t created;
+} cand_t;
+
 typedef struct cand_list {
-    char (*ids)[48];
-    int64_t *created;
+    cand_t *c;
     size_t n, cap;
 } cand_list_t;
 
@@ -129,46 +133,55 @@ static int collect_cand(void *ud, const ah_db_val_t *cols, int ncols)
 {
     cand_list_t *l = ud;
     if (ncols >= 2 && l->n < l->cap &&
-        ah_db_val_copy(&cols[0], l->ids[l->n], sizeof(l->ids[0])) == 0) {
-        l->created[l->n] = ah_db_val_int(&cols[1]);
+        ah_db_val_copy(&cols[0], l->c[l->n].id, sizeof(l->c[0].id)) == 0) {
+        l->c[l->n].created = ah_db_val_int(&cols[1]);
         l->n++;
     }
     return 0;
+}
+
+static int cand_older(const void *a, const void *b)
+{
+    const cand_t *x = a, *y = b;
+    return (x->created > y->created) - (x->created < y->created);
 }
 
 /*
  * The oldest claimable runs (at most out->cap ids, oldest first): queued ones
  * (a claimed queued run stays 'queued' with our lease until it really starts,
  * so a claim given back is never seen as running) and ones whose owner's lease
- * ran out. Two queries, each walking runs_status_created in order with its
- * own LIMIT, merged by created_at: one query with an OR of both would read
- * and sort every queued row to take a few (a long backlog made each claim
- * cost milliseconds, on SQLite and PostgreSQL alike).
+ * ran out. One query per status, each walking runs_status_created in order
+ * with its own LIMIT, merged by created_at. One query with an OR (or an IN)
+ * of the statuses reads every row of them and sorts: with a backlog each
+ * claim cost milliseconds (SQLite), and on PostgreSQL its bitmap scan never
+ * marks the index entries of dead row versions, so it visits every version
+ * that passed through 'running' since the last vacuum.
  */
 static int claim_candidates(ah_db_t *db, int64_t now, id_list_t *out)
 {
-    char qids[CLAIM_BATCH][48], xids[CLAIM_BATCH][48];
-    int64_t qat[CLAIM_BATCH], xat[CLAIM_BATCH];
-    cand_list_t q = {qids, qat, 0, out->cap}, x = {xids, xat, 0, out->cap};
+    cand_t c[3 * CLAIM_BATCH];
+    cand_list_t l = {c, 0, 0};
     ah_db_val_t qa[2] = {ah_db_int(now), ah_db_int((int64_t)out->cap)};
+    l.cap = out->cap;
     int rc = ah_db_query(db,
                          "SELECT id, created_at FROM runs WHERE status = 'queued' AND "
                          "(lease_expires_at IS NULL OR lease_expires_at < ?) AND "
                          "" AH_SESSION_RUN_STARTABLE_SQL " ORDER BY created_at LIMIT ?",
-                         qa, 2, collect_cand, &q);
-    if (rc)
-        return rc;
-    rc = ah_db_query(db,
-                     "SELECT id, created_at FROM runs WHERE status IN ('running', "
-                     "'requires_action') AND lease_expires_at < ? ORDER BY created_at LIMIT ?",
-                     qa, 2, collect_cand, &x);
-    if (rc)
-        return rc;
-    size_t i = 0, k = 0;
-    while (out->n < out->cap && (i < q.n || k < x.n)) {
-        bool from_q = k >= x.n || (i < q.n && q.created[i] <= x.created[k]);
-        memcpy(out->ids[out->n++], from_q ? q.ids[i++] : x.ids[k++], sizeof(out->ids[0]));
+                         qa, 2, collect_cand, &l);
+    static const char *const held[] = {AH_RUN_RUNNING, AH_RUN_REQUIRES_ACTION};
+    for (size_t i = 0; rc == 0 && i < 2; i++) {
+        ah_db_val_t xa[3] = {ah_db_text(held[i]), ah_db_int(now), ah_db_int((int64_t)out->cap)};
+        l.cap = l.n + out->cap;
+        rc = ah_db_query(db,
+                         "SELECT id, created_at FROM runs WHERE status = ? AND lease_expires_at < "
+                         "? ORDER BY created_at LIMIT ?",
+                         xa, 3, collect_cand, &l);
     }
+    if (rc)
+        return rc;
+    qsort(c, l.n, sizeof(c[0]), cand_older);
+    for (size_t i = 0; i < l.n && out->n < out->cap; i++)
+        memcpy(out->ids[out->n++], c[i].id, sizeof(out->ids[0]));
     return 0;
 }
 
