@@ -301,13 +301,6 @@ typedef struct persist_job {
     void (*next)(ah_run_t *); /* the step that waits for this write (NULL: none) */
 } persist_job_t;
 
-static int owner_cb(void *ud, const ah_db_val_t *cols, int ncols)
-{
-    if (ncols > 0)
-        ah_db_val_copy(&cols[0], ud, 48);
-    return 0;
-}
-
 static int persist_work(ah_db_t *db, void *arg)
 {
     persist_job_t *j = arg;
@@ -333,23 +326,16 @@ static int persist_work(ah_db_t *db, void *arg)
                 return j->session_rc;
             }
         }
-        rc = ah_store_run_insert(db, &j->rec);
-        if (rc == 0 && j->request_hash[0])
-            rc = ah_store_run_set_request_hash(db, j->rec.id, j->request_hash);
+        rc = j->request_hash[0] ? ah_store_run_insert_hashed(db, &j->rec, j->request_hash)
+                                : ah_store_run_insert(db, &j->rec);
     } else {
         /* Only the lease owner writes the run: a replica that stalled past its lease and
-         * lost the run to another must not overwrite it. */
-        if (j->rec.lease_owner && *j->rec.lease_owner) {
-            char owner[48] = "";
-            ah_db_val_t id = ah_db_text(j->rec.id);
-            rc = ah_db_query(db, "SELECT lease_owner FROM runs WHERE id = ?", &id, 1, owner_cb,
-                             owner);
-            /* A cancel or timeout that raced with parking still ends the parked run. */
-            bool ours = strcmp(owner, j->rec.lease_owner) == 0 || (j->after_park && !owner[0]);
-            if (rc == 0 && !ours)
-                return -ESTALE;
-        }
-        rc = ah_store_run_update(db, &j->rec);
+         * lost the run to another must not overwrite it (-ESTALE). A cancel or timeout
+         * that raced with parking still ends the parked run (no owner then). */
+        if (j->rec.lease_owner && *j->rec.lease_owner)
+            rc = ah_store_run_update_owned(db, &j->rec, j->rec.lease_owner, j->after_park);
+        else
+            rc = ah_store_run_update(db, &j->rec);
         if (rc == 0 && j->park) {
             /* No owner while a human decides: a decision on any replica makes the run
              * claimable at once (approvals.c); else a claim at park_until expires it. */

@@ -8,6 +8,7 @@
 #include "store/runs.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,14 +162,15 @@ static int from_row(const ah_db_val_t *c, int ncols, ah_run_rec_t *r)
 
 /* ---- writes ---- */
 
-int ah_store_run_insert(ah_db_t *db, const ah_run_rec_t *r)
+/* hash: runs.request_hash (64 hex digits), or NULL for none. */
+static int run_insert(ah_db_t *db, const ah_run_rec_t *r, const char *hash)
 {
     if (!FIELD_OK(r, id) || !FIELD_OK(r, agent) || !FIELD_OK(r, status) || !FIELD_OK(r, mode) ||
         !FIELD_OK(r, key_id) || !FIELD_OK(r, tenant))
         return -EINVAL;
     if (!r->id[0] || !r->agent[0] || !r->mode[0] || !ah_run_status_valid(r->status) || !r->input)
         return -EINVAL;
-    ah_db_val_t a[RUN_NCOLS] = {
+    ah_db_val_t a[RUN_NCOLS + 1] = {
         ah_db_text(r->id),
         ah_db_text(r->agent),
         ah_db_int(r->agent_version),
@@ -199,18 +201,44 @@ int ah_store_run_insert(ah_db_t *db, const ah_run_rec_t *r)
         ah_db_int_or_null(r->finished_at),
         ah_db_int(r->updated_at ? r->updated_at : r->created_at),
         ah_db_int(r->last_event_seq),
+        ah_db_text(hash ? hash : ""),
     };
+    if (hash)
+        return ah_db_query(
+            db,
+            "INSERT INTO runs (" RUN_COLS ", request_hash) VALUES (?, ?, ?, ?, ?, "
+            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "?)",
+            a, RUN_NCOLS + 1, NULL, NULL);
     return ah_db_query(db,
                        "INSERT INTO runs (" RUN_COLS ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
                        "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        a, RUN_NCOLS, NULL, NULL);
 }
 
-int ah_store_run_update(ah_db_t *db, const ah_run_rec_t *r)
+int ah_store_run_insert(ah_db_t *db, const ah_run_rec_t *r)
+{
+    return run_insert(db, r, NULL);
+}
+
+int ah_store_run_insert_hashed(ah_db_t *db, const ah_run_rec_t *r, const char *request_hash)
+{
+    if (!request_hash || strlen(request_hash) != 64)
+        return -EINVAL;
+    return run_insert(db, r, request_hash);
+}
+
+#define RUN_UPDATE_SET                                                                             \
+    "UPDATE runs SET status = ?, output = ?, error = ?, error_code = ?, state = ?, turns = ?, "    \
+    "prompt_tokens = ?, completion_tokens = ?, cost_usd = ?, started_at = ?, finished_at = ?, "    \
+    "updated_at = ?, last_event_seq = ? WHERE id = ?"
+
+/* owner NULL: any owner; else only while lease_owner is owner (or none, if unowned_ok). */
+static int run_update(ah_db_t *db, const ah_run_rec_t *r, const char *owner, bool unowned_ok)
 {
     if (!FIELD_OK(r, id) || !FIELD_OK(r, status) || !r->id[0] || !ah_run_status_valid(r->status))
         return -EINVAL;
-    ah_db_val_t a[14] = {
+    ah_db_val_t a[16] = {
         ah_db_text(r->status),
         ah_db_text(r->output),
         ah_db_text(r->error),
@@ -225,16 +253,30 @@ int ah_store_run_update(ah_db_t *db, const ah_run_rec_t *r)
         ah_db_int(r->updated_at),
         ah_db_int(r->last_event_seq),
         ah_db_text(r->id),
+        ah_db_text(owner ? owner : ""),
+        ah_db_int(unowned_ok),
     };
-    int rc = ah_db_query(db,
-                         "UPDATE runs SET status = ?, output = ?, error = ?, error_code = ?, "
-                         "state = ?, turns = ?, prompt_tokens = ?, completion_tokens = ?, "
-                         "cost_usd = ?, started_at = ?, finished_at = ?, updated_at = ?, "
-                         "last_event_seq = ? WHERE id = ?",
-                         a, 14, NULL, NULL);
+    int rc = owner ? ah_db_query(db,
+                                 RUN_UPDATE_SET " AND (lease_owner = ? OR (? = 1 AND "
+                                                "(lease_owner IS NULL OR lease_owner = '')))",
+                                 a, 16, NULL, NULL)
+                   : ah_db_query(db, RUN_UPDATE_SET, a, 14, NULL, NULL);
     if (rc < 0)
         return rc;
-    return ah_db_changes(db) > 0 ? 0 : -ENOENT;
+    return ah_db_changes(db) > 0 ? 0 : owner ? -ESTALE : -ENOENT;
+}
+
+int ah_store_run_update(ah_db_t *db, const ah_run_rec_t *r)
+{
+    return run_update(db, r, NULL, false);
+}
+
+int ah_store_run_update_owned(ah_db_t *db, const ah_run_rec_t *r, const char *owner,
+                              bool unowned_ok)
+{
+    if (!owner || !*owner)
+        return -EINVAL;
+    return run_update(db, r, owner, unowned_ok);
 }
 
 /* ---- reads ---- */

@@ -64,11 +64,26 @@ typedef struct ah_run_event {
 int ah_store_run_insert(ah_db_t *db, const ah_run_rec_t *r);
 
 /**
+ * ah_store_run_insert with runs.request_hash (runs_idem.h: 64 hex digits)
+ * in the same statement. -EINVAL for a hash of another length.
+ */
+int ah_store_run_insert_hashed(ah_db_t *db, const ah_run_rec_t *r, const char *request_hash);
+
+/**
  * Updates the mutable columns of a run (status, output, error, error_code,
  * state, turns, tokens, cost, started_at, finished_at, updated_at,
  * last_event_seq). -ENOENT when absent.
  */
 int ah_store_run_update(ah_db_t *db, const ah_run_rec_t *r);
+
+/**
+ * ah_store_run_update, only while the run is owner's (lease_owner = owner;
+ * or has no owner, when unowned_ok): one statement, the ownership checked
+ * under the row's lock. -ESTALE when absent or another's, -EINVAL (empty
+ * owner, bad record).
+ */
+int ah_store_run_update_owned(ah_db_t *db, const ah_run_rec_t *r, const char *owner,
+                              bool unowned_ok);
 
 /** Reads a run. -ENOENT when absent. Free with ah_run_rec_free. */
 int ah_store_run_get(ah_db_t *db, const char *id, ah_run_rec_t *out);

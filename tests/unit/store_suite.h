@@ -34,6 +34,7 @@
 #include "store/keys.h"
 #include "store/runs.h"
 #include "store/runs_claim.h"
+#include "store/runs_idem.h"
 #include "store/store.h"
 #include "store/usage.h"
 
@@ -1805,6 +1806,81 @@ static void suite_test_run_update_returning(void **state)
     ah_store_close(s);
 }
 
+typedef struct {
+    const char *id, *owner;
+    bool unowned_ok;
+} suite_owned_t;
+
+static int suite_update_owned_work(ah_db_t *db, void *arg)
+{
+    suite_owned_t *o = arg;
+    ah_run_rec_t r = suite_run(o->id, AH_RUN_COMPLETED, 50);
+    r.output = "done";
+    r.updated_at = 60;
+    return ah_store_run_update_owned(db, &r, o->owner, o->unowned_ok);
+}
+
+/* A run is written only while it is the writer's: another's (or a missing one) is -ESTALE. */
+static void suite_test_run_update_owned(void **state)
+{
+    (void)state;
+    ah_store_t *s = suite_store(AH_STORE_MIGRATE, 0);
+    suite_add_run(s, "run_o1", AH_RUN_RUNNING, 10, "node-a", 100);
+    suite_add_run(s, "run_o2", AH_RUN_REQUIRES_ACTION, 20, NULL, 0);
+    suite_owned_t o = {"run_o1", "node-b", false};
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_update_owned_work, &o), -ESTALE);
+    o.owner = "node-a";
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_update_owned_work, &o), 0);
+    assert_int_equal(suite_count(s, "SELECT COUNT(*) FROM runs WHERE id = 'run_o1' AND status = "
+                                    "'completed' AND output = 'done'"),
+                     1);
+    /* No owner (parked): only when the caller accepts that. */
+    o.id = "run_o2";
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_update_owned_work, &o), -ESTALE);
+    o.unowned_ok = true;
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_update_owned_work, &o), 0);
+    assert_int_equal(suite_count(s, "SELECT COUNT(*) FROM runs WHERE status = 'completed'"), 2);
+    o.id = "run_missing";
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_update_owned_work, &o), -ESTALE);
+    o.owner = "";
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_update_owned_work, &o), -EINVAL);
+    ah_store_close(s);
+}
+
+typedef struct {
+    const char *hash;
+    int rc;
+    char found[65];
+} suite_hashed_t;
+
+static int suite_insert_hashed_work(ah_db_t *db, void *arg)
+{
+    suite_hashed_t *h = arg;
+    ah_run_rec_t r = suite_run("run_h1", AH_RUN_QUEUED, ah_wall_ms());
+    r.idempotency_key = "idem-h1";
+    int rc = ah_store_run_insert_hashed(db, &r, h->hash);
+    if (rc < 0)
+        return rc;
+    ah_run_rec_t got;
+    rc = ah_store_run_find_idempotent(db, "key_a", "idem-h1", 0, &got, h->found);
+    if (rc == 0)
+        ah_run_rec_free(&got);
+    return rc;
+}
+
+/* A run inserted with its request hash is found by its Idempotency-Key with that hash. */
+static void suite_test_run_insert_hashed(void **state)
+{
+    (void)state;
+    ah_store_t *s = suite_store(AH_STORE_MIGRATE, 0);
+    suite_hashed_t h = {.hash = "abc"};
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_insert_hashed_work, &h), -EINVAL);
+    h.hash = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_insert_hashed_work, &h), 0);
+    assert_string_equal(h.found, h.hash);
+    ah_store_close(s);
+}
+
 #define SUITE_CLAIM_RUNS    60
 #define SUITE_CLAIM_THREADS 4
 
@@ -1885,6 +1961,8 @@ static void suite_test_claim_concurrent(void **state)
         cmocka_unit_test_setup(suite_test_runs, setup),                                            \
         cmocka_unit_test_setup(suite_test_claim, setup),                                           \
         cmocka_unit_test_setup(suite_test_run_update_returning, setup),                            \
+        cmocka_unit_test_setup(suite_test_run_update_owned, setup),                                \
+        cmocka_unit_test_setup(suite_test_run_insert_hashed, setup),                               \
         cmocka_unit_test_setup(suite_test_claim_concurrent, setup)
 
 #endif
