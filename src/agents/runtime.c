@@ -301,6 +301,21 @@ typedef struct persist_job {
     void (*next)(ah_run_t *); /* the step that waits for this write (NULL: none) */
 } persist_job_t;
 
+/*
+ * The job's events go first, deferred (db.h): on PostgreSQL they ride in one
+ * pipeline with the run's INSERT or UPDATE, one round trip for the step. If
+ * they or the row write fail, the job fails and its savepoint takes both back.
+ */
+static int append_events_first(ah_db_t *db, persist_job_t *j)
+{
+    if (!j->n)
+        return 0;
+    ah_db_defer_writes(db, true);
+    int rc = ah_store_run_events_append(db, j->ev, j->n);
+    ah_db_defer_writes(db, false);
+    return rc;
+}
+
 static int persist_work(ah_db_t *db, void *arg)
 {
     persist_job_t *j = arg;
@@ -326,15 +341,18 @@ static int persist_work(ah_db_t *db, void *arg)
                 return j->session_rc;
             }
         }
-        rc = j->request_hash[0] ? ah_store_run_insert_hashed(db, &j->rec, j->request_hash)
-                                : ah_store_run_insert(db, &j->rec);
+        rc = append_events_first(db, j);
+        if (rc == 0)
+            rc = j->request_hash[0] ? ah_store_run_insert_hashed(db, &j->rec, j->request_hash)
+                                    : ah_store_run_insert(db, &j->rec);
     } else {
         /* Only the lease owner writes the run: a replica that stalled past its lease and
          * lost the run to another must not overwrite it (-ESTALE). A cancel or timeout
          * that raced with parking still ends the parked run (no owner then). */
-        if (j->rec.lease_owner && *j->rec.lease_owner)
+        rc = append_events_first(db, j);
+        if (rc == 0 && j->rec.lease_owner && *j->rec.lease_owner)
             rc = ah_store_run_update_owned(db, &j->rec, j->rec.lease_owner, j->after_park);
-        else
+        else if (rc == 0)
             rc = ah_store_run_update(db, &j->rec);
         if (rc == 0 && j->park) {
             /* No owner while a human decides: a decision on any replica makes the run
@@ -348,8 +366,6 @@ static int persist_work(ah_db_t *db, void *arg)
     /* A sync run that ends before its first write is inserted with its final state. */
     if (rc == 0 && j->final && j->rec.webhook_url && *j->rec.webhook_url)
         rc = ah_webhook_enqueue_run(db, &j->rec, j->rec.webhook_url, now);
-    if (rc == 0 && j->n)
-        rc = ah_store_run_events_append(db, j->ev, j->n);
     if (rc == 0 && j->release) {
         int s = ah_store_session_release(db, j->rec.session_id, j->rec.id, j->session_messages,
                                          j->max_messages, j->ttl_s, now);

@@ -287,6 +287,17 @@ void ah_db_idle(ah_db_t *db)
         db->be->idle(db);
 }
 
+void ah_db_defer_writes(ah_db_t *db, bool on)
+{
+    if (db->be->defer_writes)
+        db->be->defer_writes(db, on);
+}
+
+int ah_db_flush_deferred(ah_db_t *db)
+{
+    return db->be->flush_deferred ? db->be->flush_deferred(db) : 0;
+}
+
 void ah_db_stats(ah_db_t *db, ah_db_stats_t *out)
 {
     memset(out, 0, sizeof(*out));

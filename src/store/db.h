@@ -168,6 +168,10 @@ typedef struct ah_db_backend {
      * when there is none.
      */
     void (*idle)(ah_db_t *db);
+    /* See ah_db_defer_writes; NULL: statements always run at once. */
+    void (*defer_writes)(ah_db_t *db, bool on);
+    /* Sends the deferred writes now: 0 or the first one's error. NULL: none are. */
+    int (*flush_deferred)(ah_db_t *db);
 } ah_db_backend_t;
 
 /*
@@ -253,6 +257,26 @@ void ah_db_stats(ah_db_t *db, ah_db_stats_t *out);
 
 /** The backend's idle-time housekeeping (see ah_db_backend_t.idle); a no-op without one. */
 void ah_db_idle(ah_db_t *db);
+
+/**
+ * While on, inside a transaction, a statement without a row callback may be
+ * held back and sent with the next statement that is not (PostgreSQL: one
+ * pipeline, one round trip for both); it then returns 0 at once, and its
+ * error, if any, is returned by that next statement (which the server skips),
+ * or by RELEASE (which then sends it) / COMMIT. Turn it off before a
+ * statement whose outcome you need (ah_db_changes counts only statements run
+ * at once). For writes whose failure fails the job anyway, placed before a
+ * statement of the same job. SQLite and backends without it: no effect.
+ */
+void ah_db_defer_writes(ah_db_t *db, bool on);
+
+/**
+ * Sends the writes ah_db_defer_writes held back, now: 0, or the error of the
+ * first that failed (the transaction is then aborted until a rollback to a
+ * savepoint before it). The store's writer calls it after each job, so a
+ * deferred write's failure fails its own job.
+ */
+int ah_db_flush_deferred(ah_db_t *db);
 
 /** True when name is a valid savepoint/table identifier (see ah_db_savepoint). */
 bool ah_db_ident_ok(const char *name);

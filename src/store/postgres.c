@@ -54,8 +54,8 @@ extern const ah_db_backend_t ah_db_postgres_backend;
 #define MAX_FIELD          ((size_t)1 << 30) /* largest text or bytea value */
 #define BUSY_DEFAULT_MS    5000
 #define PREPARE_SAVEPOINT  "ah_pg_prepare"
-#define PEND_MAX           4  /* transaction control commands held back at most */
-#define PEND_LEN           96 /* longest one ("RELEASE SAVEPOINT <name>") */
+#define PEND_MAX           32 /* commands and deferred writes held back at most */
+#define PEND_LEN           96 /* longest command ("RELEASE SAVEPOINT <name>") */
 
 /* pg_advisory_xact_lock key of migrations: "agenthub" in ASCII. */
 #define MIGRATE_LOCK_KEY INT64_C(0x6167656e74687562)
@@ -81,6 +81,16 @@ typedef struct stmt_ent {
     uint64_t last_used;
 } stmt_ent_t;
 
+/* A command or deferred write held back until the next statement (see pipelined). */
+typedef struct pend_ent {
+    char text[PEND_LEN]; /* a control command; "" for a deferred write */
+    char name[24];       /* the deferred write's prepared statement */
+    int nparams;
+    void *block; /* the write's parameters: values, lengths, formats and bytes, one malloc */
+    const char **vals;
+    int *lens, *fmts;
+} pend_ent_t;
+
 typedef struct pg_db {
     ah_db_t base; /* must be first */
     PGconn *conn;
@@ -98,10 +108,11 @@ typedef struct pg_db {
      * they go out in one pipeline with the next statement, so a group-commit
      * batch costs no round trip per job for its savepoints (see pipelined).
      */
-    const char *pend[PEND_MAX];
-    char pend_text[PEND_MAX][PEND_LEN];
+    pend_ent_t pend[PEND_MAX];
     int npend;
+    int ndeferred;   /* deferred writes among them */
     bool pend_begin; /* pend holds a BEGIN: the server has no transaction yet */
+    bool defer;      /* ah_db_defer_writes is on */
     stmt_ent_t *cache;
     int cache_cap;
     int cache_n;
@@ -270,10 +281,15 @@ static stmt_ent_t *cache_put(pg_db_t *d, uint64_t hash, char *copy, size_t len, 
 
 /* ---- connection -------------------------------------------------------- */
 
-/* Forgets the held-back control commands (see pipelined). */
+/* Forgets what is held back (see pipelined). */
 static void pend_clear(pg_db_t *d)
 {
+    for (int i = 0; i < d->npend; i++) {
+        free(d->pend[i].block);
+        d->pend[i].block = NULL;
+    }
     d->npend = 0;
+    d->ndeferred = 0;
     d->pend_begin = false;
 }
 
@@ -864,12 +880,20 @@ static int pipelined(pg_db_t *d, const char *name, const char *sql, int nargs, P
 {
     *out = NULL;
     int n = d->npend;
-    pend_clear(d);
-    if (!PQenterPipelineMode(d->conn))
+    if (!PQenterPipelineMode(d->conn)) {
+        pend_clear(d);
         return fail_res(d, NULL);
+    }
     bool sent = true;
-    for (int i = 0; i < n && sent; i++)
-        sent = PQsendQueryParams(d->conn, d->pend[i], 0, NULL, NULL, NULL, NULL, 0) == 1;
+    for (int i = 0; i < n && sent; i++) {
+        const pend_ent_t *p = &d->pend[i];
+        if (p->text[0])
+            sent = PQsendQueryParams(d->conn, p->text, 0, NULL, NULL, NULL, NULL, 0) == 1;
+        else
+            sent = PQsendQueryPrepared(d->conn, p->name, p->nparams, p->vals, p->lens, p->fmts,
+                                       0) == 1;
+    }
+    pend_clear(d); /* libpq copied what it sent */
     if (sent && name)
         sent = PQsendQueryPrepared(d->conn, name, nargs, d->pvals, d->plens, d->pfmts, 0) == 1;
     else if (sent && sql)
@@ -889,7 +913,7 @@ static int pipelined(pg_db_t *d, const char *name, const char *sql, int nargs, P
         PGresult *r;
         alive = pipe_collect(d, &r);
         ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-        if (rc == 0 && st != PGRES_COMMAND_OK)
+        if (rc == 0 && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
             rc = st == PGRES_PIPELINE_ABORTED ? rc : fail_res(d, r);
         PQclear(r);
     }
@@ -932,11 +956,57 @@ static int pend_push(pg_db_t *d, const char *verb, const char *name)
         if (rc < 0)
             return rc;
     }
-    char *t = d->pend_text[d->npend];
+    char *t = d->pend[d->npend].text;
     int n = snprintf(t, PEND_LEN, "%s%s%s", verb, name ? " " : "", name ? name : "");
     if (n < 0 || n >= PEND_LEN)
         return fail_msg(d, -EINVAL, "savepoint name too long");
-    d->pend[d->npend++] = t;
+    d->npend++;
+    return 0;
+}
+
+/*
+ * Holds back prepared statement `name` with the bound arguments (copied) as
+ * a deferred write. 0, or the error of sending what was held back when full.
+ */
+static int pend_write(pg_db_t *d, const char *name, int nargs)
+{
+    if (d->npend == PEND_MAX) {
+        PGresult *none;
+        int rc = pipelined(d, NULL, NULL, 0, &none);
+        if (rc < 0)
+            return rc;
+    }
+    size_t bytes = 0;
+    for (int i = 0; i < nargs; i++) {
+        if (d->pvals[i])
+            bytes += d->pfmts[i] ? (size_t)d->plens[i] : strlen(d->pvals[i]) + 1;
+    }
+    size_t head = (size_t)nargs * (sizeof(char *) + 2 * sizeof(int));
+    char *block = malloc(head + bytes + 1);
+    if (!block)
+        return fail_msg(d, -ENOMEM, "out of memory");
+    pend_ent_t *p = &d->pend[d->npend];
+    p->text[0] = '\0';
+    snprintf(p->name, sizeof(p->name), "%s", name);
+    p->nparams = nargs;
+    p->block = block;
+    p->vals = (const char **)(void *)block;
+    p->lens = (int *)(void *)(block + (size_t)nargs * sizeof(char *));
+    p->fmts = p->lens + nargs;
+    char *data = block + head;
+    for (int i = 0; i < nargs; i++) {
+        p->lens[i] = d->plens[i];
+        p->fmts[i] = d->pfmts[i];
+        p->vals[i] = NULL;
+        if (!d->pvals[i])
+            continue;
+        size_t n = d->pfmts[i] ? (size_t)d->plens[i] : strlen(d->pvals[i]) + 1;
+        memcpy(data, d->pvals[i], n);
+        p->vals[i] = data;
+        data += n;
+    }
+    d->npend++;
+    d->ndeferred++;
     return 0;
 }
 
@@ -1006,6 +1076,10 @@ static int pg_query(ah_db_t *db, const char *sql, const ah_db_val_t *args, int n
         }
         if (copy)
             e = cache_put(d, hash, copy, len, name, nparams);
+    }
+    if (e && !cb && d->defer && d->txn) {
+        d->changes = 0;
+        return pend_write(d, name, nargs);
     }
     PGresult *res = NULL;
     if (d->npend) {
@@ -1139,6 +1213,18 @@ static int pg_rollback_to(ah_db_t *db, const char *name)
     return simple_one(d, sql);
 }
 
+static void pg_defer_writes(ah_db_t *db, bool on)
+{
+    PG(db)->defer = on;
+}
+
+/* Sends deferred writes now (with what is held back before them): their error, or 0. */
+static int pg_flush_deferred(ah_db_t *db)
+{
+    pg_db_t *d = PG(db);
+    return d->ndeferred ? pend_flush(d) : 0;
+}
+
 static const char *pg_errmsg(ah_db_t *db)
 {
     return PG(db)->err;
@@ -1183,6 +1269,7 @@ static void pg_stats(ah_db_t *db, ah_db_stats_t *out)
 static void pg_close(ah_db_t *db)
 {
     pg_db_t *d = PG(db);
+    pend_clear(d);
     cache_forget(d);
     free(d->cache);
     PQfinish(d->conn); /* ends the session: the server drops its statements and locks */
@@ -1331,4 +1418,6 @@ const ah_db_backend_t ah_db_postgres_backend = {
     .in_txn = pg_in_txn,
     .migrate_lock = pg_migrate_lock,
     .stats = pg_stats,
+    .defer_writes = pg_defer_writes,
+    .flush_deferred = pg_flush_deferred,
 };

@@ -131,6 +131,10 @@ static void deliver_all(ah_store_t *s, job_t *jobs)
 static void run_solo(worker_t *w, job_t *j)
 {
     j->rc = j->work(w->db, j->arg);
+    ah_db_defer_writes(w->db, false);
+    int f = ah_db_flush_deferred(w->db);
+    if (j->rc >= 0 && f < 0)
+        j->rc = f;
     if (ah_db_in_txn(w->db)) {
         /* A job left a transaction open: it would swallow every later job's writes. */
         ah_log(AH_LOG_ERROR, "store", "store job left a transaction open; rolled back",
@@ -173,6 +177,10 @@ static void run_batch(worker_t *w, job_t *jobs, int n)
             break;
         }
         j->rc = j->work(db, j->arg);
+        ah_db_defer_writes(db, false);
+        int f = ah_db_flush_deferred(db); /* a deferred write fails its own job */
+        if (j->rc >= 0 && f < 0)
+            j->rc = f;
         if (j->rc < 0) {
             sp = ah_db_rollback_to(db, JOB_SAVEPOINT);
             if (sp == 0)

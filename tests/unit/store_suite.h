@@ -543,6 +543,84 @@ static void suite_test_db_txn_control(void **state)
     ah_db_close(db);
 }
 
+static int suite_deferred_work(ah_db_t *db, void *arg)
+{
+    const int64_t *keys = arg; /* keys[0] rows, then the keys */
+    ah_db_defer_writes(db, true);
+    for (int64_t i = 0; i < keys[0]; i++) {
+        ah_db_val_t k = ah_db_int(keys[1 + i]);
+        int rc = ah_db_query(db, "INSERT INTO td (k) VALUES (?)", &k, 1, NULL, NULL);
+        if (rc < 0)
+            return rc;
+    }
+    return 0; /* deferred writes left: the store sends them and fails this job if one fails */
+}
+
+/*
+ * Deferred writes (ah_db_defer_writes): PostgreSQL holds them back and sends
+ * them with the next statement; their error comes back there, or from the
+ * store's flush after the job, and fails that job alone.
+ */
+static void suite_test_db_deferred(void **state)
+{
+    (void)state;
+    ah_db_t *db = suite_db_open(5000, 0, false, false);
+    const char *ins = "INSERT INTO td (k) VALUES (?)";
+    int64_t v = -1;
+    assert_int_equal(ah_db_exec(db, "CREATE TABLE td (k INTEGER PRIMARY KEY)"), 0);
+    ah_db_val_t k1 = ah_db_int(1), k2 = ah_db_int(2), k3 = ah_db_int(3);
+    assert_int_equal(ah_db_query(db, ins, &k1, 1, NULL, NULL), 0); /* prepared now */
+
+    /* Deferred writes land with the next statement, in order. */
+    assert_int_equal(ah_db_begin(db, true), 0);
+    assert_int_equal(ah_db_savepoint(db, "job"), 0);
+    ah_db_defer_writes(db, true);
+    assert_int_equal(ah_db_query(db, ins, &k2, 1, NULL, NULL), 0);
+    assert_int_equal(ah_db_query(db, ins, &k3, 1, NULL, NULL), 0);
+    ah_db_defer_writes(db, false);
+    assert_int_equal(ah_db_query_int(db, "SELECT COUNT(*) FROM td", NULL, 0, &v), 0);
+    assert_int_equal(v, 3);
+    assert_int_equal(ah_db_flush_deferred(db), 0);
+    assert_int_equal(ah_db_release(db, "job"), 0);
+    assert_int_equal(ah_db_commit(db), 0);
+
+    /* A failing deferred write: its error comes back by the next statement at the latest. */
+    assert_int_equal(ah_db_begin(db, true), 0);
+    assert_int_equal(ah_db_savepoint(db, "job"), 0);
+    ah_db_defer_writes(db, true);
+    int rc = ah_db_query(db, ins, &k2, 1, NULL, NULL);
+    ah_db_defer_writes(db, false);
+    if (rc == 0)
+        rc = ah_db_query_int(db, "SELECT COUNT(*) FROM td", NULL, 0, &v);
+    assert_int_equal(rc, -EEXIST);
+    assert_int_equal(ah_db_rollback_to(db, "job"), 0);
+    assert_int_equal(ah_db_release(db, "job"), 0);
+    /* ... or from the flush when nothing follows it. */
+    assert_int_equal(ah_db_savepoint(db, "job"), 0);
+    ah_db_defer_writes(db, true);
+    rc = ah_db_query(db, ins, &k3, 1, NULL, NULL);
+    ah_db_defer_writes(db, false);
+    if (rc == 0)
+        rc = ah_db_flush_deferred(db);
+    assert_int_equal(rc, -EEXIST);
+    assert_int_equal(ah_db_rollback_to(db, "job"), 0);
+    assert_int_equal(ah_db_release(db, "job"), 0);
+    assert_int_equal(ah_db_commit(db), 0);
+    assert_int_equal(ah_db_query_int(db, "SELECT SUM(k) FROM td", NULL, 0, &v), 0);
+    assert_int_equal(v, 6);
+    ah_db_close(db);
+
+    /* Through the store: a job whose deferred write fails fails alone. */
+    ah_store_t *s = suite_store(0, 0);
+    int64_t warm[2] = {1, 10}, bad[3] = {2, 11, 1}, good[3] = {2, 12, 13};
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_deferred_work, warm), 0);
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_deferred_work, bad), -EEXIST);
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_deferred_work, good), 0);
+    assert_int_equal(suite_count(s, "SELECT COUNT(*) FROM td"), 6);
+    assert_int_equal(suite_count(s, "SELECT COUNT(*) FROM td WHERE k = 11"), 0);
+    ah_store_close(s);
+}
+
 /*
  * A writer waiting for another's lock gives up with -EBUSY after its busy
  * timeout: SQLite at BEGIN IMMEDIATE (database lock), PostgreSQL at the row
@@ -1949,6 +2027,7 @@ static void suite_test_claim_concurrent(void **state)
         cmocka_unit_test_setup(suite_test_db_cache, setup),                                        \
         cmocka_unit_test_setup(suite_test_db_txn, setup),                                          \
         cmocka_unit_test_setup(suite_test_db_txn_control, setup),                                  \
+        cmocka_unit_test_setup(suite_test_db_deferred, setup),                                     \
         cmocka_unit_test_setup(suite_test_db_busy, setup),                                         \
         cmocka_unit_test_setup(suite_test_open_migrate, setup),                                    \
         cmocka_unit_test_setup(suite_test_migrate_concurrent, setup),                              \
