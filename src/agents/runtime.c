@@ -1,15 +1,20 @@
 /*
  * runtime.c - the run state machine; see runtime.h.
  *
- *   start -> persist(insert) -> prepare tools -> turn:
- *     turn: limits -> persist(state) -> model call (gateway, streamed)
+ *   start -> persist(insert), awaited (a plain sync run: inserted by its first write)
+ *     -> prepare tools -> turn:
+ *     turn: limits -> persist(state, not awaited) -> model call (gateway, streamed)
  *       -> assistant message -> no tool calls: complete
- *                            -> tool calls (parallel) -> results -> [handoff] -> turn
+ *                            -> persist(tool calls), awaited -> tools (parallel)
+ *                               -> results -> [handoff] -> turn
  *   any step: timeout, cancel, error -> fail/cancel -> persist(final) -> observer.done
  *
- * Lifetime: a run is held (busy) by every entry point running on it (store,
- * gateway and tool callbacks, timers); it is freed when it finished and the
- * outermost entry point returns.
+ * Writes go to the store writer in order; only those with a next step
+ * (barriers) are waited for, the others are pipelined (see persist).
+ *
+ * Lifetime: a run is held (busy) by every entry point running on it (store
+ * writes in flight, gateway and tool callbacks, timers); it is freed when it
+ * finished and the last holder returns.
  */
 #include "agents/runtime.h"
 
