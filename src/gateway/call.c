@@ -488,7 +488,10 @@ static void http_on_done(ah_http_call_t *h, int rc, void *ud)
     ah_gw_call_t *c = ud;
     size_t blen = 0;
     const char *body = ah_http_call_body(h, &blen);
-    double ra = parse_retry_after(ah_http_call_header(h, "retry-after"));
+    int st = ah_http_call_status(h);
+    /* Only an error answer's Retry-After matters: no header search for a 2xx. */
+    double ra =
+        st >= 200 && st < 300 ? 0 : parse_retry_after(ah_http_call_header(h, "retry-after"));
     hold(c);
     c->http = NULL; /* finishing: not to be cancelled */
     if (rc == -ETIMEDOUT)
