@@ -110,8 +110,10 @@ int ah_queue_end_run(ah_db_t *db, const char *run_id, const char *status, const 
         snprintf(agent, 80, "%s", r.agent);
     rc = ah_webhook_enqueue_run(db, &r, r.webhook_url, now_ms);
     if (rc == 0 && r.session_id && *r.session_id) {
-        /* A run parked for an approval holds its session; a queued one does not (-ESTALE). */
-        int s = ah_store_session_release(db, r.session_id, run_id, NULL, 0, 0, now_ms);
+        /* A run parked for an approval holds its session; a queued one does not (-ESTALE).
+         * The agent's session.ttl_s is not at hand here: keep the TTL it was acquired with. */
+        int s = ah_store_session_release(db, r.session_id, run_id, NULL, 0, AH_SESSION_TTL_KEEP,
+                                         now_ms);
         if (s < 0 && s != -ESTALE && s != -ENOENT)
             rc = s;
     }

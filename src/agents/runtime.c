@@ -1763,7 +1763,34 @@ void ah_run_detach(ah_run_t *r)
 typedef struct cancel_msg {
     ah_runtime_t *rt;
     char id[48];
+    char agent[80]; /* set by the store fallback when it ended the run */
+    bool ended;
 } cancel_msg_t;
+
+/* The run left memory between the lookup and this message: it was parked for an approval
+ * (or it ended). The park write was submitted before the run was freed and the writer keeps
+ * order, so ending it in the store now finds it parked; a run that ended otherwise is left. */
+static int cancel_stored_work(ah_db_t *db, void *arg)
+{
+    cancel_msg_t *m = arg;
+    int rc = ah_queue_end_run(db, m->id, AH_RUN_CANCELLED, "cancelled", "cancelled by request",
+                              ah_wall_ms(), m->agent);
+    m->ended = rc == 0;
+    return rc == -ESRCH ? 0 : rc;
+}
+
+static void cancel_stored_done(int rc, void *arg)
+{
+    cancel_msg_t *m = arg;
+    if (rc == 0 && m->ended) {
+        ah_runtime_count_final(m->rt, m->agent, AH_RUN_CANCELLED);
+        ah_runtime_kick_webhooks(m->rt);
+    } else if (rc != 0) {
+        ah_log(AH_LOG_WARN, "runtime", "cannot cancel the parked run in the store",
+               AH_LF_STR("run_id", m->id), AH_LF_INT("rc", rc), AH_LF_END);
+    }
+    free(m);
+}
 
 static void cancel_on_loop(void *arg)
 {
@@ -1779,8 +1806,16 @@ static void cancel_on_loop(void *arg)
         hold(r);
         finish(r, AH_RUN_CANCELLED, "cancelled", "cancelled by request");
         release(r);
+        free(m);
+        return;
     }
-    free(m);
+    /* The caller was answered 202: the cancel must still happen. */
+    if (ah_store_submit(m->rt->d.store, AH_STORE_WRITE, cancel_stored_work, cancel_stored_done,
+                        NULL, m) != 0) {
+        ah_log(AH_LOG_WARN, "runtime", "cannot cancel the parked run: the store is busy",
+               AH_LF_STR("run_id", m->id), AH_LF_END);
+        free(m);
+    }
 }
 
 int ah_runtime_cancel(ah_runtime_t *rt, const char *run_id, const char *key_id)

@@ -635,8 +635,10 @@ int ah_store_session_release(ah_db_t *db, const char *id, const char *run_id,
             return rc;
         }
     }
+    int64_t held_ttl = s.expires_at - s.updated_at; /* set together by acquire */
     ah_session_rec_free(&s);
-    int64_t expires = now + ttl_ms(ttl_s);
+    int64_t expires =
+        now + (ttl_s == AH_SESSION_TTL_KEEP && held_ttl > 0 ? held_ttl : ttl_ms(ttl_s));
     if (text) {
         ah_db_val_t a[6] = {ah_db_text(text),   ah_db_int(n_messages), ah_db_int(now),
                             ah_db_int(expires), ah_db_text(id),        ah_db_text(run_id)};

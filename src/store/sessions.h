@@ -40,8 +40,11 @@
 
 #include "store/db.h"
 
-#define AH_SESSION_ID_MAX               128 /* bytes of a session id */
-#define AH_SESSION_TTL_DEFAULT_S        86400.0
+#define AH_SESSION_ID_MAX        128 /* bytes of a session id */
+#define AH_SESSION_TTL_DEFAULT_S 86400.0
+/* ttl_s for ah_store_session_release: keep the TTL the session was acquired with (a run
+ * ended in the store, e.g. cancelled while parked, where the agent's spec is not at hand). */
+#define AH_SESSION_TTL_KEEP             (-1.0)
 #define AH_SESSION_MAX_MESSAGES_DEFAULT 200
 /* Stored messages beyond this many bytes of JSON are trimmed like extra messages. */
 #define AH_SESSION_MAX_BYTES (8u << 20)
@@ -115,7 +118,8 @@ int ah_store_session_acquire(ah_db_t *db, const char *id, const char *key_id, co
  * nothing, e.g. for a failed run) into the conversation by the rules above,
  * trims it to max_messages (<= 0: AH_SESSION_MAX_MESSAGES_DEFAULT) and
  * AH_SESSION_MAX_BYTES, clears active_run_id and sets expires_at to
- * now + ttl_s (<= 0: default).
+ * now + ttl_s (0: default; AH_SESSION_TTL_KEEP: the TTL it was acquired with,
+ * which a held session's expires_at - updated_at still is).
  *
  * Returns 0; -ENOENT no such session; -ESTALE run_id does not hold it
  * (another run took it over: nothing is written); -EINVAL new_messages_json

@@ -508,6 +508,27 @@ static void test_ttl_and_ownership(void **state)
     assert_int_equal(acquire(f, "s5", "key_a", "", T0, NULL), -EINVAL);
 }
 
+/* A run ended where the agent's spec is not known (cancelled while parked) keeps the
+ * session's TTL instead of falling back to the default day. */
+static void test_release_keeps_acquired_ttl(void **state)
+{
+    fixture_t *f = *state;
+    insert_run(f, "run_k", "key_a", "s6", AH_RUN_CANCELLED, T0, NULL);
+    assert_int_equal(acquire(f, "s6", "key_a", "run_k", T0, NULL), 0); /* ttl 3600 s */
+    job_t j = {.op = OP_RELEASE,
+               .id = "s6",
+               .run_id = "run_k",
+               .ttl_s = AH_SESSION_TTL_KEEP,
+               .now = T0 + 600000};
+    assert_int_equal(call(f, &j), 0);
+    ah_session_rec_t s;
+    assert_int_equal(get(f, "s6", NULL, T0 + 600001, &s), 0);
+    assert_int_equal(s.expires_at, T0 + 600000 + HOUR);
+    assert_string_equal(s.active_run_id, "");
+    ah_session_rec_free(&s);
+    assert_int_equal(get(f, "s6", NULL, T0 + 600000 + HOUR, &s), -ENOENT);
+}
+
 static void test_enqueued_runs_keep_order(void **state)
 {
     fixture_t *f = *state;
@@ -696,6 +717,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_release_trims, setup, teardown),
         cmocka_unit_test_setup_teardown(test_holder_ending_frees_session, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ttl_and_ownership, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_release_keeps_acquired_ttl, setup, teardown),
         cmocka_unit_test_setup_teardown(test_enqueued_runs_keep_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_and_purge, setup, teardown),
         cmocka_unit_test_setup_teardown(test_find_idempotent, setup, teardown),
