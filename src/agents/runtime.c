@@ -670,10 +670,21 @@ static void persist(ah_run_t *r, bool insert, void (*next)(ah_run_t *))
         free(j->ev);
         ah_run_rec_free(&j->rec);
         free(j);
-        if (!r->finished)
+        if (!r->finished) {
             fail(r, "store_busy", "the store is busy; retry the run");
-        else
-            r->final_stored = true;
+            return;
+        }
+        /* The final write could not even be queued: nothing more is stored, the lease is no
+         * longer renewed, so the run resumes from its last stored step (as when a write
+         * fails, persist_done); the client is told so instead of waiting for an end. */
+        r->final_stored = true;
+        if (r->observing && r->obs.refused) {
+            r->observing = false;
+            r->obs.refused(r->ud, 503, "store_busy",
+                           "the store is busy: the run's end could not be stored; it continues "
+                           "from its last stored step: GET /v1/runs/{id} for its result",
+                           NULL);
+        }
     }
 }
 

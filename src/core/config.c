@@ -98,6 +98,8 @@ static const field_t top_fields[] = {
      "SQLite: how long a writer waits for a lock"},
     {"storage.max_batch", T_INT, TOP(storage.max_batch), 1, 100000, "256", 0,
      "group commit: most writes per transaction"},
+    {"storage.queue_max", T_INT, TOP(storage.queue_max), 1, 1000000, "10000", 0,
+     "store jobs waiting per store thread before new work is refused (503 store_busy)"},
     {"redis.url", T_STR, TOP(redis.url), 0, 0, "", F_URL,
      "optional redis://[:PASSWORD@]HOST:PORT/DB for shared rate limits and cache"},
     {"auth.admin_key", T_STR, TOP(auth.admin_key), 0, 0, "", F_SECRET,

@@ -89,6 +89,7 @@ typedef struct ah_config {
         char *url;           /* "sqlite://./data/agenthub.db" or "postgres://..." */
         int busy_timeout_ms; /* SQLite busy timeout; default 5000 */
         int max_batch;       /* group commit: most writes per transaction; default 256 */
+        int queue_max;       /* jobs waiting per store thread before refusing; default 10000 */
     } storage;
 
     struct {

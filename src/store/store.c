@@ -351,7 +351,9 @@ int ah_store_open_ex(const ah_config_t *cfg, const ah_store_opts_t *opts, ah_sto
     worker_init(&s->reader, s, "ah-store-read");
     pthread_mutex_init(&s->call_mu, NULL);
     pthread_cond_init(&s->call_cv, NULL);
-    s->queue_max = opts->queue_max ? opts->queue_max : AH_STORE_QUEUE_MAX_DEFAULT;
+    s->queue_max = opts->queue_max              ? opts->queue_max
+                   : cfg->storage.queue_max > 0 ? (size_t)cfg->storage.queue_max
+                                                : AH_STORE_QUEUE_MAX_DEFAULT;
     s->max_batch = cfg->storage.max_batch > 0 ? cfg->storage.max_batch : MAX_BATCH_DEFAULT;
     if (s->max_batch > MAX_BATCH_LIMIT)
         s->max_batch = MAX_BATCH_LIMIT;

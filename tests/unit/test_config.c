@@ -108,6 +108,7 @@ static void check_defaults(const ah_config_t *c)
     assert_string_equal(c->storage.url, "sqlite://./data/agenthub.db");
     assert_int_equal(c->storage.busy_timeout_ms, 5000);
     assert_int_equal(c->storage.max_batch, 256);
+    assert_int_equal(c->storage.queue_max, 10000);
     assert_string_equal(c->redis.url, "");
     assert_string_equal(c->auth.admin_key, "");
     assert_true(c->auth.key_cache_refresh_s == 1);
