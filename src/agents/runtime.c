@@ -380,9 +380,8 @@ static int persist_work(ah_db_t *db, void *arg)
     return rc;
 }
 
-/* Stops executing the run in this process without writing anything: whoever owns it next
- * resumes it from its last stored step. */
-static void stop_here(ah_run_t *r)
+/* Cancels what the run has in flight (model call, tool calls) and its timeout. */
+static void stop_work(ah_run_t *r)
 {
     if (r->gw) {
         ah_gateway_cancel(r->gw);
@@ -394,6 +393,13 @@ static void stop_here(ah_run_t *r)
     }
     if (r->timer)
         event_del(r->timer);
+}
+
+/* Stops executing the run in this process without writing anything: whoever owns it next
+ * resumes it from its last stored step. */
+static void stop_here(ah_run_t *r)
+{
+    stop_work(r);
     if (r->limit_timer)
         event_del(r->limit_timer);
     r->finished = true;
@@ -719,16 +725,7 @@ static void finish(ah_run_t *r, const char *status, const char *code, const char
         return;
     r->persist_queued = false; /* the final write below supersedes a queued one */
     r->finished = true;
-    if (r->gw) {
-        ah_gateway_cancel(r->gw);
-        r->gw = NULL;
-    }
-    for (size_t i = 0; i < r->n_calls; i++) {
-        ah_tool_cancel(r->calls[i].exec);
-        r->calls[i].exec = NULL;
-    }
-    if (r->timer)
-        event_del(r->timer);
+    stop_work(r);
     snprintf(r->rec.status, sizeof(r->rec.status), "%s", status);
     r->rec.finished_at = ah_wall_ms();
     if (code) {
