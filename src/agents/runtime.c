@@ -353,7 +353,8 @@ static int persist_work(ah_db_t *db, void *arg)
     } else {
         /* Only the lease owner writes the run: a replica that stalled past its lease and
          * lost the run to another must not overwrite it (-ESTALE). A cancel or timeout
-         * that raced with parking still ends the parked run (no owner then). */
+         * that raced with parking still ends the parked run (no owner then), unless the
+         * store ended it meanwhile (a cancel on another replica): -ESTALE, it stays so. */
         rc = append_events_first(db, j);
         if (rc == 0 && j->rec.lease_owner && *j->rec.lease_owner)
             rc = ah_store_run_update_owned(db, &j->rec, j->rec.lease_owner, j->after_park);

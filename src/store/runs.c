@@ -233,7 +233,9 @@ int ah_store_run_insert_hashed(ah_db_t *db, const ah_run_rec_t *r, const char *r
     "prompt_tokens = ?, completion_tokens = ?, cost_usd = ?, started_at = ?, finished_at = ?, "    \
     "updated_at = ?, last_event_seq = ? WHERE id = ?"
 
-/* owner NULL: any owner; else only while lease_owner is owner (or none, if unowned_ok). */
+/* owner NULL: any owner; else only while lease_owner is owner (or, if unowned_ok, while it
+ * is still parked: requires_action with no owner; a run another replica ended meanwhile is
+ * not overwritten). */
 static int run_update(ah_db_t *db, const ah_run_rec_t *r, const char *owner, bool unowned_ok)
 {
     if (!FIELD_OK(r, id) || !FIELD_OK(r, status) || !r->id[0] || !ah_run_status_valid(r->status))
@@ -258,7 +260,8 @@ static int run_update(ah_db_t *db, const ah_run_rec_t *r, const char *owner, boo
     };
     int rc = owner ? ah_db_query(db,
                                  RUN_UPDATE_SET " AND (lease_owner = ? OR (? = 1 AND "
-                                                "(lease_owner IS NULL OR lease_owner = '')))",
+                                                "(lease_owner IS NULL OR lease_owner = '') AND "
+                                                "status = 'requires_action'))",
                                  a, 16, NULL, NULL)
                    : ah_db_query(db, RUN_UPDATE_SET, a, 14, NULL, NULL);
     if (rc < 0)

@@ -78,7 +78,9 @@ int ah_store_run_update(ah_db_t *db, const ah_run_rec_t *r);
 
 /**
  * ah_store_run_update, only while the run is owner's (lease_owner = owner;
- * or has no owner, when unowned_ok): one statement, the ownership checked
+ * or, when unowned_ok, while it is parked: requires_action with no owner, so
+ * a run ended in the store meanwhile, e.g. cancelled by another replica, is
+ * not overwritten): one statement, the ownership checked
  * under the row's lock. -ESTALE when absent or another's, -EINVAL (empty
  * owner, bad record).
  */

@@ -4,7 +4,8 @@
  * (ah_store_run_event_add), a decision on a run parked for an approval
  * (ah_approval_decide: pending, unknown and repeated calls, expiry, runs that
  * are not parked) and the end of a run nobody executes (ah_queue_end_run:
- * expiry and cancel with their event, webhook delivery and guard).
+ * expiry and cancel with their event, webhook delivery and guard), and a
+ * cancel that meets the owner parking the run, in both orders.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -20,6 +21,7 @@
 #include "agents/approvals.h"
 #include "agents/queue.h"
 #include "store/runs.h"
+#include "store/sessions.h"
 #include "store/store.h"
 #include "testutil.h"
 
@@ -39,15 +41,32 @@ static int teardown(void **state)
 
 /* ---- fixtures ---- */
 
+typedef struct insert_arg {
+    ah_run_rec_t r;
+    double session_ttl_s; /* r.session_id set: the run holds that session, acquired with it */
+} insert_arg_t;
+
 static int insert_work(ah_db_t *db, void *arg)
 {
-    return ah_store_run_insert(db, arg);
+    insert_arg_t *a = arg;
+    if (a->r.session_id) {
+        char *history = NULL;
+        int rc = ah_store_session_acquire(db, a->r.session_id, a->r.key_id, "", a->r.agent, a->r.id,
+                                          a->session_ttl_s, NOW - 1000, &history);
+        free(history);
+        if (rc)
+            return rc;
+    }
+    return ah_store_run_insert(db, &a->r);
 }
 
-/* A run row: status, lease owner (NULL = none) and lease expiry. */
-static void add_run(fixture_t *f, const char *id, const char *status, const char *owner,
-                    int64_t lease_until, const char *webhook)
+/* A run row: status, lease owner (NULL = none), lease expiry, webhook and the session it
+ * holds (NULL: none; else acquired with session_ttl_s). */
+static void add_run_in(fixture_t *f, const char *id, const char *status, const char *owner,
+                       int64_t lease_until, const char *webhook, const char *session,
+                       double session_ttl_s)
 {
+    insert_arg_t a = {.session_ttl_s = session_ttl_s};
     ah_run_rec_t r;
     memset(&r, 0, sizeof(r));
     snprintf(r.id, sizeof(r.id), "%s", id);
@@ -61,7 +80,15 @@ static void add_run(fixture_t *f, const char *id, const char *status, const char
     r.lease_owner = (char *)owner;
     r.lease_expires_at = lease_until;
     r.webhook_url = (char *)webhook;
-    assert_int_equal(ah_store_call(f->store, AH_STORE_WRITE, insert_work, &r), 0);
+    r.session_id = (char *)session;
+    a.r = r;
+    assert_int_equal(ah_store_call(f->store, AH_STORE_WRITE, insert_work, &a), 0);
+}
+
+static void add_run(fixture_t *f, const char *id, const char *status, const char *owner,
+                    int64_t lease_until, const char *webhook)
+{
+    add_run_in(f, id, status, owner, lease_until, webhook, NULL, 0);
 }
 
 typedef struct event_arg {
@@ -283,6 +310,102 @@ static void test_end_runs_nobody_executes(void **state)
     assert_int_equal(query_int(f, "SELECT COUNT(*) FROM run_events WHERE run_id = ?", "run_r"), 0);
 }
 
+/* The owner's write as runtime.c persist_work makes it: its events, then the row while the
+ * run is its own (after_park: or still parked); park gives up the lease. All or nothing. */
+typedef struct owner_write {
+    const char *id, *status, *event;
+    bool after_park, park;
+} owner_write_t;
+
+static int owner_write_work(ah_db_t *db, void *arg)
+{
+    owner_write_t *w = arg;
+    int rc = ah_store_run_event_add(db, w->id, w->event, "{}", NOW);
+    ah_run_rec_t r;
+    if (rc == 0)
+        rc = ah_store_run_get(db, w->id, &r);
+    if (rc)
+        return rc;
+    snprintf(r.status, sizeof(r.status), "%s", w->status);
+    r.updated_at = NOW;
+    rc = ah_store_run_update_owned(db, &r, "node_a", w->after_park);
+    ah_run_rec_free(&r);
+    if (rc == 0 && w->park) {
+        ah_db_val_t v[2] = {ah_db_int(NOW + 60000), ah_db_text(w->id)};
+        rc =
+            ah_db_query(db, "UPDATE runs SET lease_owner = NULL, lease_expires_at = ? WHERE id = ?",
+                        v, 2, NULL, NULL);
+    }
+    return rc;
+}
+
+static int owner_write(fixture_t *f, const char *id, const char *status, const char *event,
+                       bool after_park)
+{
+    owner_write_t w = {id, status, event, after_park, strcmp(status, AH_RUN_REQUIRES_ACTION) == 0};
+    return ah_store_call(f->store, AH_STORE_WRITE, owner_write_work, &w);
+}
+
+typedef struct session_arg {
+    const char *id;
+    ah_session_rec_t s;
+} session_arg_t;
+
+static int session_work(ah_db_t *db, void *arg)
+{
+    session_arg_t *a = arg;
+    return ah_store_session_get(db, a->id, NULL, NOW, &a->s);
+}
+
+/*
+ * A cancel that meets a run being parked: node_a owns run_c and parks it (requires_action,
+ * no owner) while a cancel arrives. Whichever lands first, the run ends cancelled once:
+ * the store cancel (another replica, or node_a after the run left its memory) waits for the
+ * park; a cancel or timeout node_a ends the run with after the park (unowned_ok) no longer
+ * matches once the store ended it. The session keeps the agent's TTL (600 s), not a day.
+ */
+static void test_cancel_meets_the_park(void **state)
+{
+    fixture_t *f = *state;
+    add_run_in(f, "run_c", AH_RUN_RUNNING, "node_a", NOW + 60000, NULL, "sess_c", 600);
+    assert_int_equal(end_run(f, "run_c", AH_RUN_CANCELLED), -ESRCH); /* node_a's to end */
+    assert_int_equal(owner_write(f, "run_c", AH_RUN_REQUIRES_ACTION, "run.requires_action", false),
+                     0);
+    assert_int_equal(end_run(f, "run_c", AH_RUN_CANCELLED), 0);
+    /* node_a's own end of the parked run (a timeout that raced with the park) comes late. */
+    assert_int_equal(owner_write(f, "run_c", AH_RUN_FAILED, "run.failed", true), -ESTALE);
+    assert_int_equal(query_int(f,
+                               "SELECT COUNT(*) FROM runs WHERE id = ? AND status = 'cancelled' "
+                               "AND lease_owner IS NULL",
+                               "run_c"),
+                     1);
+    assert_int_equal(query_int(f,
+                               "SELECT COUNT(*) FROM run_events WHERE run_id = ? AND type IN "
+                               "('run.cancelled', 'run.failed')",
+                               "run_c"),
+                     1);
+    session_arg_t sa = {.id = "sess_c"};
+    assert_int_equal(ah_store_call(f->store, AH_STORE_READ, session_work, &sa), 0);
+    assert_string_equal(sa.s.active_run_id, "");
+    assert_int_equal(sa.s.expires_at, NOW + 600 * 1000);
+    ah_session_rec_free(&sa.s);
+
+    /* The other order: node_a's cancel ends the parked run; a store cancel then finds it ended. */
+    add_run(f, "run_d", AH_RUN_RUNNING, "node_a", NOW + 60000, NULL);
+    assert_int_equal(owner_write(f, "run_d", AH_RUN_REQUIRES_ACTION, "run.requires_action", false),
+                     0);
+    assert_int_equal(owner_write(f, "run_d", AH_RUN_CANCELLED, "run.cancelled", true), 0);
+    assert_int_equal(end_run(f, "run_d", AH_RUN_CANCELLED), -ESRCH);
+    assert_int_equal(query_int(f,
+                               "SELECT COUNT(*) FROM run_events WHERE run_id = ? AND type = "
+                               "'run.cancelled'",
+                               "run_d"),
+                     1);
+    assert_int_equal(
+        query_int(f, "SELECT COUNT(*) FROM runs WHERE id = ? AND status = 'cancelled'", "run_d"),
+        1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -291,6 +414,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_decision_past_expiry_or_on_an_owned_run, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_end_runs_nobody_executes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_meets_the_park, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
