@@ -235,12 +235,13 @@ int ah_store_run_insert_hashed(ah_db_t *db, const ah_run_rec_t *r, const char *r
 
 /* owner NULL: any owner; else only while lease_owner is owner (or, if unowned_ok, while it
  * is still parked: requires_action with no owner; a run another replica ended meanwhile is
- * not overwritten). */
+ * not overwritten), and while the row is still at r->attempt: a claim counts a new attempt,
+ * so the write of an attempt that this same node has since claimed again is stale too. */
 static int run_update(ah_db_t *db, const ah_run_rec_t *r, const char *owner, bool unowned_ok)
 {
     if (!FIELD_OK(r, id) || !FIELD_OK(r, status) || !r->id[0] || !ah_run_status_valid(r->status))
         return -EINVAL;
-    ah_db_val_t a[16] = {
+    ah_db_val_t a[17] = {
         ah_db_text(r->status),
         ah_db_text(r->output),
         ah_db_text(r->error),
@@ -257,12 +258,13 @@ static int run_update(ah_db_t *db, const ah_run_rec_t *r, const char *owner, boo
         ah_db_text(r->id),
         ah_db_text(owner ? owner : ""),
         ah_db_int(unowned_ok),
+        ah_db_int(r->attempt),
     };
     int rc = owner ? ah_db_query(db,
                                  RUN_UPDATE_SET " AND (lease_owner = ? OR (? = 1 AND "
                                                 "(lease_owner IS NULL OR lease_owner = '') AND "
-                                                "status = 'requires_action'))",
-                                 a, 16, NULL, NULL)
+                                                "status = 'requires_action')) AND attempt = ?",
+                                 a, 17, NULL, NULL)
                    : ah_db_query(db, RUN_UPDATE_SET, a, 14, NULL, NULL);
     if (rc < 0)
         return rc;

@@ -80,8 +80,9 @@ int ah_store_run_update(ah_db_t *db, const ah_run_rec_t *r);
  * ah_store_run_update, only while the run is owner's (lease_owner = owner;
  * or, when unowned_ok, while it is parked: requires_action with no owner, so
  * a run ended in the store meanwhile, e.g. cancelled by another replica, is
- * not overwritten): one statement, the ownership checked
- * under the row's lock. -ESTALE when absent or another's, -EINVAL (empty
+ * not overwritten), and still at r->attempt (a claim since, even by this
+ * owner, started another attempt): one statement, checked under the row's
+ * lock. -ESTALE when absent, another's or claimed again, -EINVAL (empty
  * owner, bad record).
  */
 int ah_store_run_update_owned(ah_db_t *db, const ah_run_rec_t *r, const char *owner,

@@ -1887,12 +1887,14 @@ static void suite_test_run_update_returning(void **state)
 typedef struct {
     const char *id, *owner;
     bool unowned_ok;
+    int attempt;
 } suite_owned_t;
 
 static int suite_update_owned_work(ah_db_t *db, void *arg)
 {
     suite_owned_t *o = arg;
     ah_run_rec_t r = suite_run(o->id, AH_RUN_COMPLETED, 50);
+    r.attempt = o->attempt;
     r.output = "done";
     r.updated_at = 60;
     return ah_store_run_update_owned(db, &r, o->owner, o->unowned_ok);
@@ -1905,7 +1907,7 @@ static void suite_test_run_update_owned(void **state)
     ah_store_t *s = suite_store(AH_STORE_MIGRATE, 0);
     suite_add_run(s, "run_o1", AH_RUN_RUNNING, 10, "node-a", 100);
     suite_add_run(s, "run_o2", AH_RUN_REQUIRES_ACTION, 20, NULL, 0);
-    suite_owned_t o = {"run_o1", "node-b", false};
+    suite_owned_t o = {"run_o1", "node-b", false, 0};
     assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_update_owned_work, &o), -ESTALE);
     o.owner = "node-a";
     assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_update_owned_work, &o), 0);
@@ -1918,6 +1920,20 @@ static void suite_test_run_update_owned(void **state)
     o.unowned_ok = true;
     assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_update_owned_work, &o), 0);
     assert_int_equal(suite_count(s, "SELECT COUNT(*) FROM runs WHERE status = 'completed'"), 2);
+    /* Claimed again meanwhile, even by the same owner: the older attempt's write is stale. */
+    suite_add_run(s, "run_o3", AH_RUN_RUNNING, 30, "node-a", 100);
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_exec_work,
+                                   (void *)"UPDATE runs SET attempt = attempt + 1 WHERE id = "
+                                           "'run_o3'"),
+                     0);
+    o = (suite_owned_t){"run_o3", "node-a", false, 0};
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_update_owned_work, &o), -ESTALE);
+    assert_int_equal(suite_count(s, "SELECT COUNT(*) FROM runs WHERE id = 'run_o3' AND status = "
+                                    "'running'"),
+                     1);
+    o.attempt = 1;
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_update_owned_work, &o), 0);
+    assert_int_equal(suite_count(s, "SELECT COUNT(*) FROM runs WHERE status = 'completed'"), 3);
     o.id = "run_missing";
     assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_update_owned_work, &o), -ESTALE);
     o.owner = "";
