@@ -1661,19 +1661,32 @@ static void async_stored(ah_run_t *r)
     ah_queue_kick();
 }
 
+/* A run on this worker's loop, before it is started or resumed (run_free undoes it). */
+static ah_run_t *run_new(ah_runtime_t *rt, rt_worker_t *w, ah_loop_t *loop)
+{
+    ah_run_t *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->rt = rt;
+    r->w = w;
+    r->loop = loop;
+    r->t_start = ah_mono_ns();
+    ah_buf_init(&r->gw_err, 0);
+    ah_buf_init(&r->content, 0);
+    ah_buf_init(&r->frame, 0);
+    ah_buf_init(&r->req_body, 0);
+    return r;
+}
+
 int ah_runtime_start(ah_runtime_t *rt, ah_loop_t *loop, const ah_run_opts_t *o,
                      const ah_run_observer_t *obs, void *ud, ah_run_t **out, ah_buf_t *err)
 {
     rt_worker_t *w = tl_worker;
     if (!w || w->rt != rt || w->loop != loop)
         return -EINVAL;
-    ah_run_t *r = calloc(1, sizeof(*r));
+    ah_run_t *r = run_new(rt, w, loop);
     if (!r)
         return -ENOMEM;
-    r->rt = rt;
-    r->w = w;
-    r->loop = loop;
-    r->t_start = ah_mono_ns();
     w->rng = w->rng * 6364136223846793005ull + 1442695040888963407ull;
     int64_t version = 0;
     if (ah_registry_pick(rt->d.registry, o->agent, w->rng >> 17, &r->spec, &version) != 0) {
@@ -1709,10 +1722,6 @@ int ah_runtime_start(ah_runtime_t *rt, ah_loop_t *loop, const ah_run_opts_t *o,
     }
     snprintf(r->request_id, sizeof(r->request_id), "%s", o->request_id ? o->request_id : "");
     rec->created_at = rec->updated_at = ah_wall_ms();
-    ah_buf_init(&r->gw_err, 0);
-    ah_buf_init(&r->content, 0);
-    ah_buf_init(&r->frame, 0);
-    ah_buf_init(&r->req_body, 0);
     if (obs) {
         r->obs = *obs;
         r->ud = ud;
@@ -2243,17 +2252,9 @@ int ah_runtime_resume(ah_runtime_t *rt, ah_loop_t *loop, const ah_run_rec_t *rec
     rt_worker_t *w = tl_worker;
     if (!w || w->rt != rt || w->loop != loop)
         return -EINVAL;
-    ah_run_t *r = calloc(1, sizeof(*r));
+    ah_run_t *r = run_new(rt, w, loop);
     if (!r)
         return -ENOMEM;
-    r->rt = rt;
-    r->w = w;
-    r->loop = loop;
-    r->t_start = ah_mono_ns();
-    ah_buf_init(&r->gw_err, 0);
-    ah_buf_init(&r->content, 0);
-    ah_buf_init(&r->frame, 0);
-    ah_buf_init(&r->req_body, 0);
     r->seen_calls = json_object();
     if (ah_run_rec_copy(&r->rec, rec) != 0) {
         run_free(r);

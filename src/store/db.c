@@ -78,6 +78,16 @@ double ah_db_val_dbl(const ah_db_val_t *v)
     }
 }
 
+uint64_t ah_db_sql_hash(const char *sql, size_t n)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)sql[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
 int ah_db_val_copy(const ah_db_val_t *v, char *out, size_t outsz)
 {
     if (outsz == 0)

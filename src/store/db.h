@@ -88,6 +88,9 @@ int64_t ah_db_val_int(const ah_db_val_t *v);
 /** Column as a double (same conversions as ah_db_val_int). */
 double ah_db_val_dbl(const ah_db_val_t *v);
 
+/** FNV-1a of a statement's text: the backends' prepared-statement caches key on it. */
+uint64_t ah_db_sql_hash(const char *sql, size_t n);
+
 /**
  * Copies a TEXT/BLOB column into out (size outsz, NUL-terminated; NULL gives "").
  * Numbers are formatted in decimal. Returns 0, or -E2BIG when it does not fit

@@ -213,17 +213,6 @@ static void on_notice(void *arg, const char *message)
 
 /* ---- statement cache --------------------------------------------------- */
 
-/* FNV-1a: cheap next to a round trip to the server. */
-static uint64_t sql_hash(const char *s, size_t n)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 static stmt_ent_t *cache_find(pg_db_t *d, uint64_t hash, const char *sql, size_t len)
 {
     for (int i = 0; i < d->cache_n; i++) {
@@ -1031,7 +1020,7 @@ static int pg_query(ah_db_t *db, const char *sql, const ah_db_val_t *args, int n
     if (rc < 0)
         return rc;
     size_t len = strlen(sql);
-    uint64_t hash = sql_hash(sql, len);
+    uint64_t hash = ah_db_sql_hash(sql, len);
     stmt_ent_t *e = d->cache_cap ? cache_find(d, hash, sql, len) : NULL;
     char name[24] = "";
     int nparams;

@@ -117,17 +117,6 @@ static int fail_msg(sqlite_db_t *d, int err, const char *msg)
     return err;
 }
 
-/* FNV-1a: cheap next to preparing or stepping a statement. */
-static uint64_t sql_hash(const char *s, size_t n)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 static stmt_ent_t *cache_find(sqlite_db_t *d, uint64_t hash, const char *sql, size_t len)
 {
     for (int i = 0; i < d->cache_n; i++) {
@@ -293,7 +282,7 @@ static int sq_query(ah_db_t *db, const char *sql, const ah_db_val_t *args, int n
 {
     sqlite_db_t *d = SQ(db);
     size_t len = strlen(sql);
-    uint64_t hash = sql_hash(sql, len);
+    uint64_t hash = ah_db_sql_hash(sql, len);
     stmt_ent_t *e = cache_find(d, hash, sql, len);
     sqlite3_stmt *st = NULL;
     bool owned = false; /* st is ours to finalize after this query */
