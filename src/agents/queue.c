@@ -20,6 +20,7 @@
 #include "obs/metrics.h"
 #include "store/db.h"
 #include "store/sessions.h"
+#include "agents/cancels.h"
 #include "agents/webhooks.h"
 
 #define CLAIM_BATCH    64   /* runs per claim job, at most (and at most the free slots) */
@@ -499,6 +500,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         }
     }
     maybe_purge(qw, cfg, now);
+    ah_cancels_poll(qw->rt, qw->loop);
     if (!qw->claiming && !ah_runtime_draining(qw->rt)) {
         claim_job_t *j = calloc(1, sizeof(*j));
         if (j) {

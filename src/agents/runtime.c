@@ -27,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "agents/cancels.h"
 #include "agents/queue.h"
 #include "agents/tools.h"
 #include "agents/webhooks.h"
@@ -1785,16 +1786,16 @@ typedef struct cancel_msg {
     bool ended;
 } cancel_msg_t;
 
-/* The run left memory between the lookup and this message: it was parked for an approval
- * (or it ended). The park write was submitted before the run was freed and the writer keeps
- * order, so ending it in the store now finds it parked; a run that ended otherwise is left. */
+/* The run left memory between the lookup and this message: it was parked for an approval,
+ * stopped on a store error, or it ended. The store decides: a parked run ends there, one
+ * that will execute again keeps a stored request (cancels.h), an ended one is left. */
 static int cancel_stored_work(ah_db_t *db, void *arg)
 {
     cancel_msg_t *m = arg;
-    int rc = ah_queue_end_run(db, m->id, AH_RUN_CANCELLED, "cancelled", "cancelled by request",
-                              ah_wall_ms(), m->agent);
-    m->ended = rc == 0;
-    return rc == -ESRCH ? 0 : rc;
+    ah_cancel_outcome_t out;
+    int rc = ah_cancel_store(db, m->id, NULL, ah_wall_ms(), m->agent, &out);
+    m->ended = out == AH_CANCEL_ENDED;
+    return rc;
 }
 
 static void cancel_stored_done(int rc, void *arg)
@@ -1804,7 +1805,7 @@ static void cancel_stored_done(int rc, void *arg)
         ah_runtime_count_final(m->rt, m->agent, AH_RUN_CANCELLED);
         ah_runtime_kick_webhooks(m->rt);
     } else if (rc != 0) {
-        ah_log(AH_LOG_WARN, "runtime", "cannot cancel the parked run in the store",
+        ah_log(AH_LOG_WARN, "runtime", "cannot cancel the run in the store",
                AH_LF_STR("run_id", m->id), AH_LF_INT("rc", rc), AH_LF_END);
     }
     free(m);
@@ -1830,7 +1831,7 @@ static void cancel_on_loop(void *arg)
     /* The caller was answered 202: the cancel must still happen. */
     if (ah_store_submit(m->rt->d.store, AH_STORE_WRITE, cancel_stored_work, cancel_stored_done,
                         NULL, m) != 0) {
-        ah_log(AH_LOG_WARN, "runtime", "cannot cancel the parked run: the store is busy",
+        ah_log(AH_LOG_WARN, "runtime", "cannot cancel the run in the store: the store is busy",
                AH_LF_STR("run_id", m->id), AH_LF_END);
         free(m);
     }

@@ -13,6 +13,7 @@
 #include "api/api.h"
 #include "api/runs_json.h"
 #include "agents/approvals.h"
+#include "agents/cancels.h"
 #include "agents/queue.h"
 #include "agents/webhooks.h"
 #include "http/sse.h"
@@ -404,51 +405,44 @@ typedef struct cancel_job {
     ah_app_t *app;
     char id[48], key_id[48], agent[80];
     bool any_key;
-    bool visible; /* exists, and the caller may see it */
-    int64_t changed;
+    ah_cancel_outcome_t outcome;
 } cancel_job_t;
 
-static int visible_cb(void *ud, const ah_db_val_t *cols, int ncols)
-{
-    cancel_job_t *j = ud;
-    char key[48] = "";
-    if (ncols >= 1)
-        ah_db_val_copy(&cols[0], key, sizeof(key));
-    j->visible = j->any_key || strcmp(key, j->key_id) == 0;
-    return 0;
-}
-
-/* A run not executing here may be queued or parked for an approval: cancel it in the store. */
-static int cancel_queued_work(ah_db_t *db, void *arg)
+/* Not executing here: a queued or parked run ends in the store; one executing elsewhere is
+ * asked to stop through the store (cancels.h). */
+static int cancel_work(ah_db_t *db, void *arg)
 {
     cancel_job_t *j = arg;
-    int64_t now = ah_wall_ms();
-    ah_db_val_t idv = ah_db_text(j->id);
-    int qrc = ah_db_query(db, "SELECT key_id FROM runs WHERE id = ?", &idv, 1, visible_cb, j);
-    if (qrc || !j->visible)
-        return qrc;
-    int rc = ah_queue_end_run(db, j->id, AH_RUN_CANCELLED, "cancelled", "cancelled by request", now,
-                              j->agent);
-    j->changed = rc == 0;
-    return rc == -ESRCH ? 0 : rc;
+    return ah_cancel_store(db, j->id, j->any_key ? NULL : j->key_id, ah_wall_ms(), j->agent,
+                           &j->outcome);
 }
 
-static void cancel_queued_done(int rc, void *arg)
+static void reply_cancel(ah_http_req_t *req, const char *id, const char *status)
+{
+    char body[160];
+    int n = snprintf(body, sizeof(body), "{\"id\":\"%s\",\"object\":\"run\",\"status\":\"%s\"}", id,
+                     status);
+    ah_http_reply_json(req, 202, body, (size_t)n);
+}
+
+static void cancel_done(int rc, void *arg)
 {
     cancel_job_t *j = arg;
-    if (rc == 0 && !j->visible) {
+    if (rc) {
+        ah_api_store_error(j->req, rc);
+    } else if (j->outcome == AH_CANCEL_UNKNOWN) {
         ah_http_reply_error(j->req, 404, NULL, "run_not_found", "id", "no such run");
-    } else if (rc == 0 && j->changed == 1) {
+    } else if (j->outcome == AH_CANCEL_ENDED) {
         ah_runtime_count_final(j->app->runtime, j->agent, AH_RUN_CANCELLED);
         ah_runtime_kick_webhooks(j->app->runtime);
-        char body[160];
-        int n = snprintf(body, sizeof(body),
-                         "{\"id\":\"%s\",\"object\":\"run\",\"status\":\"cancelled\"}", j->id);
-        ah_http_reply_json(j->req, 202, body, (size_t)n);
+        reply_cancel(j->req, j->id, "cancelled");
+    } else if (j->outcome == AH_CANCEL_REQUESTED) {
+        /* It may have started here meanwhile: no need to wait for the poll then. */
+        ah_runtime_cancel(j->app->runtime, j->id, NULL);
+        reply_cancel(j->req, j->id, "cancelling");
     } else {
         ah_http_reply_error(j->req, 409, "conflict_error", "run_not_running", "id",
-                            "no such run is queued or running here (it finished, runs on another "
-                            "replica, or does not exist: GET /v1/runs/{id} tells)");
+                            "the run already ended (GET /v1/runs/{id} tells how)");
     }
     free(j);
 }
@@ -459,10 +453,9 @@ void ah_api_runs_cancel(ah_http_req_t *req, ah_app_t *app, const ah_principal_t 
     bool admin = who && who->role >= AH_ROLE_ADMIN;
     const char *owner = admin ? NULL : (who ? who->key_id : "");
     if (id && ah_runtime_cancel(app->runtime, id, owner) == 0) {
-        char body[160];
-        int n = snprintf(body, sizeof(body),
-                         "{\"id\":\"%s\",\"object\":\"run\",\"status\":\"cancelling\"}", id);
-        ah_http_reply_json(req, 202, body, (size_t)n);
+        /* Stored too, so the run still ends cancelled if its final write fails. */
+        ah_cancel_remember(app->store, id);
+        reply_cancel(req, id, "cancelling");
         return;
     }
     cancel_job_t *j = calloc(1, sizeof(*j));
@@ -476,8 +469,8 @@ void ah_api_runs_cancel(ah_http_req_t *req, ah_app_t *app, const ah_principal_t 
     snprintf(j->id, sizeof(j->id), "%s", id);
     snprintf(j->key_id, sizeof(j->key_id), "%s", who ? who->key_id : "");
     j->any_key = admin;
-    if (ah_store_submit(app->store, AH_STORE_WRITE, cancel_queued_work, cancel_queued_done,
-                        ah_http_req_loop(req), j) != 0) {
+    if (ah_store_submit(app->store, AH_STORE_WRITE, cancel_work, cancel_done, ah_http_req_loop(req),
+                        j) != 0) {
         free(j);
         ah_http_reply_error(req, 503, NULL, "store_busy", NULL, "the store is busy; retry");
     }

@@ -4,8 +4,9 @@
  * (ah_store_run_event_add), a decision on a run parked for an approval
  * (ah_approval_decide: pending, unknown and repeated calls, expiry, runs that
  * are not parked) and the end of a run nobody executes (ah_queue_end_run:
- * expiry and cancel with their event, webhook delivery and guard), and a
- * cancel that meets the owner parking the run, in both orders.
+ * expiry and cancel with their event, webhook delivery and guard), a
+ * cancel that meets the owner parking the run, in both orders, and a cancel
+ * request for a run another replica executes (ah_cancel_store).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -19,6 +20,7 @@
 #include <cmocka.h>
 
 #include "agents/approvals.h"
+#include "agents/cancels.h"
 #include "agents/queue.h"
 #include "store/runs.h"
 #include "store/sessions.h"
@@ -406,6 +408,73 @@ static void test_cancel_meets_the_park(void **state)
         1);
 }
 
+typedef struct cancel_arg {
+    const char *id, *key_id;
+    int64_t now;
+    ah_cancel_outcome_t out;
+} cancel_arg_t;
+
+static int cancel_work(ah_db_t *db, void *arg)
+{
+    cancel_arg_t *c = arg;
+    char agent[80];
+    return ah_cancel_store(db, c->id, c->key_id, c->now, agent, &c->out);
+}
+
+static ah_cancel_outcome_t cancel(fixture_t *f, const char *id, const char *key_id, int64_t now)
+{
+    cancel_arg_t c = {id, key_id, now, (ah_cancel_outcome_t)-1};
+    assert_int_equal(ah_store_call(f->store, AH_STORE_WRITE, cancel_work, &c), 0);
+    return c.out;
+}
+
+static void test_cancel_from_any_replica(void **state)
+{
+    fixture_t *f = *state;
+    const char *requested_at = "SELECT COALESCE(cancel_requested_at, 0) FROM runs WHERE id = ?";
+    /* Nobody executes it: it ends here. */
+    add_run(f, "run_q", AH_RUN_QUEUED, NULL, 0, NULL);
+    assert_int_equal(cancel(f, "run_q", "key_a", NOW), AH_CANCEL_ENDED);
+    assert_int_equal(
+        query_int(f, "SELECT COUNT(*) FROM runs WHERE id = ? AND status = 'cancelled'", "run_q"),
+        1);
+    park(f, "run_w", NOW + 60000);
+    assert_int_equal(cancel(f, "run_w", NULL, NOW), AH_CANCEL_ENDED);
+
+    /* Another replica executes it: the request is stored for its owner, the run is untouched;
+     * asking again keeps the first request's time. */
+    add_run(f, "run_r", AH_RUN_RUNNING, "node_b", NOW + 30000, NULL);
+    assert_int_equal(cancel(f, "run_r", "key_a", NOW), AH_CANCEL_REQUESTED);
+    assert_int_equal(cancel(f, "run_r", NULL, NOW + 5), AH_CANCEL_REQUESTED);
+    assert_int_equal(query_int(f, requested_at, "run_r"), NOW);
+    assert_int_equal(query_int(f,
+                               "SELECT COUNT(*) FROM runs WHERE id = ? AND status = 'running' "
+                               "AND lease_owner = 'node_b'",
+                               "run_r"),
+                     1);
+    assert_int_equal(query_int(f, "SELECT COUNT(*) FROM run_events WHERE run_id = ?", "run_r"), 0);
+    /* Being parked by its owner (requires_action, still owned): requested too. */
+    add_run(f, "run_p", AH_RUN_REQUIRES_ACTION, "node_b", NOW + 30000, NULL);
+    assert_int_equal(cancel(f, "run_p", NULL, NOW), AH_CANCEL_REQUESTED);
+
+    /* Over, not visible, or unknown: nothing is written. */
+    add_run(f, "run_c", AH_RUN_COMPLETED, NULL, 0, NULL);
+    assert_int_equal(cancel(f, "run_c", NULL, NOW), AH_CANCEL_TOO_LATE);
+    assert_int_equal(query_int(f, requested_at, "run_c"), 0);
+    add_run(f, "run_o", AH_RUN_RUNNING, "node_b", NOW + 30000, NULL);
+    assert_int_equal(cancel(f, "run_o", "key_other", NOW), AH_CANCEL_UNKNOWN);
+    assert_int_equal(query_int(f, requested_at, "run_o"), 0);
+    assert_int_equal(cancel(f, "run_none", NULL, NOW), AH_CANCEL_UNKNOWN);
+
+    /* The owners' poll reads exactly the requests still to act on (its index's predicate). */
+    assert_int_equal(
+        query_int(f,
+                  "SELECT COUNT(*) FROM runs WHERE lease_owner = ? AND "
+                  "cancel_requested_at IS NOT NULL AND status IN ('queued', 'running')",
+                  "node_b"),
+        1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -415,6 +484,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_end_runs_nobody_executes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_meets_the_park, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_from_any_replica, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

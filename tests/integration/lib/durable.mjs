@@ -707,6 +707,57 @@ export async function durableTests({ backend, storageUrl }) {
     await b.stop();
   });
 
+  test('a run executing on one hub is cancelled from the other; an accepted cancel survives its owner\'s kill -9', { timeout: 40_000 }, async () => {
+    const store = await makeStore();
+    const a = await hubOn(store, 'A');
+    const b = await hubOn(store, 'B');
+    const ownerOf = async (id) => {
+      const call = await pollUntil(() => tools.byId(id)[0], { timeoutMs: 10_000, intervalMs: 10, message: `the run to call its tool (${id})` });
+      const hub = call.headers['x-hub'] === 'A' ? a : b;
+      return { call, hub, other: hub === a ? b : a, rid: runOfKey(call.key) };
+    };
+
+    // 1. The owner is alive: the other hub stores the request, the owner's poll stops the run
+    //    (its tool call in flight is cut).
+    const r1 = await startRun(a, AGENT, { input: input('slow-cancel-1'), mode: 'async' });
+    assert.equal(r1.status, 202, r1.text);
+    const one = await ownerOf('slow-cancel-1');
+    assert.equal(one.rid, r1.json.id);
+    const c1 = await req(one.other, 'POST', `/v1/runs/${one.rid}/cancel`);
+    assert.equal(c1.status, 202, c1.text);
+    assert.equal(c1.json.status, 'cancelling');
+    const run1 = await waitRun(one.other, one.rid, { timeoutMs: 5000 });
+    assert.equal(run1.status, 'cancelled', JSON.stringify(run1));
+    const ev1 = await runEvents(one.other, one.rid);
+    assert.equal(count(ev1, 'run.cancelled'), 1);
+    assert.equal(count(ev1, 'run.completed'), 0);
+    await pollUntil(() => one.call.aborted, { timeoutMs: 5000, message: 'the tool call in flight is cut' });
+    const again = await req(one.other, 'POST', `/v1/runs/${one.rid}/cancel`);
+    assert.equal(again.status, 409, again.text);
+    assert.equal(again.json.error.code, 'run_not_running');
+
+    // 2. The owner is frozen when the cancel is accepted, then killed: the hub that takes the
+    //    run over finds the stored request and cancels it instead of finishing it.
+    const r2 = await startRun(a, AGENT, { input: input('slow-cancel-2'), mode: 'async' });
+    assert.equal(r2.status, 202, r2.text);
+    const two = await ownerOf('slow-cancel-2');
+    two.hub.kill('SIGSTOP');
+    const c2 = await req(two.other, 'POST', `/v1/runs/${two.rid}/cancel`);
+    assert.equal(c2.status, 202, c2.text);
+    assert.equal(c2.json.status, 'cancelling');
+    assert.equal((await getRun(two.other, two.rid)).status, 'running', 'nobody acted on it yet');
+    two.hub.kill('SIGKILL');
+    await two.hub.waitExit();
+    const run2 = await waitRun(two.other, two.rid, { timeoutMs: 15_000 });
+    assert.equal(run2.status, 'cancelled', JSON.stringify(run2));
+    const ev2 = await runEvents(two.other, two.rid);
+    assert.equal(count(ev2, 'run.cancelled'), 1);
+    assert.equal(count(ev2, 'run.completed'), 0);
+    const st = toolStats('slow-cancel-2');
+    assert.equal(st.keys.length, 1, `a re-sent call keeps its Idempotency-Key: ${JSON.stringify(st.keys)}`);
+    await two.other.stop();
+  });
+
   test('SIGTERM: a hub hands its runs back and the other resumes them at once; each completes once', { timeout: 60_000 }, async () => {
     const store = await makeStore();
     // A alone first, so it owns every run; no grace period: none can finish in it.
