@@ -131,6 +131,16 @@ static const char *path_name(ah_http_req_t *req)
     return name;
 }
 
+/* A job on the agent the path names (404 for a bad name, 503 out of memory: then NULL). */
+static agent_job_t *named_job(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who)
+{
+    const char *name = path_name(req);
+    agent_job_t *j = name ? job_new(req, app, who) : NULL;
+    if (j)
+        memcpy(j->name, name, strlen(name) + 1);
+    return j;
+}
+
 static json_t *ms_or_null(int64_t ms)
 {
     return ms ? json_integer(ms) : json_null();
@@ -437,13 +447,9 @@ static bool query_version(agent_job_t *j)
 
 void ah_api_agents_get(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who)
 {
-    const char *name = path_name(req);
-    if (!name)
-        return;
-    agent_job_t *j = job_new(req, app, who);
+    agent_job_t *j = named_job(req, app, who);
     if (!j)
         return;
-    memcpy(j->name, name, strlen(name) + 1);
     if (!query_version(j)) {
         job_free(j);
         return;
@@ -499,14 +505,9 @@ static void versions_done(int rc, void *arg)
 
 void ah_api_agents_versions(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who)
 {
-    const char *name = path_name(req);
-    if (!name)
-        return;
-    agent_job_t *j = job_new(req, app, who);
-    if (!j)
-        return;
-    memcpy(j->name, name, strlen(name) + 1);
-    submit(j, AH_STORE_READ, versions_work, versions_done);
+    agent_job_t *j = named_job(req, app, who);
+    if (j)
+        submit(j, AH_STORE_READ, versions_work, versions_done);
 }
 
 /* ---- POST /v1/agents/{name}/rollback ---- */
@@ -655,12 +656,7 @@ static void archive_done(int rc, void *arg)
 
 void ah_api_agents_archive(ah_http_req_t *req, ah_app_t *app, const ah_principal_t *who)
 {
-    const char *name = path_name(req);
-    if (!name)
-        return;
-    agent_job_t *j = job_new(req, app, who);
-    if (!j)
-        return;
-    memcpy(j->name, name, strlen(name) + 1);
-    submit(j, AH_STORE_WRITE, archive_work, archive_done);
+    agent_job_t *j = named_job(req, app, who);
+    if (j)
+        submit(j, AH_STORE_WRITE, archive_work, archive_done);
 }

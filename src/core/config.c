@@ -1055,6 +1055,36 @@ static void load_str_list(ctx_t *x, list_meta_t *lm, const char *path, size_t ma
     }
 }
 
+/*
+ * One mapping of a list (a provider, a model, a model's target): the schema's
+ * defaults, then its fields from the document. Something else than a mapping
+ * is reported with an example (like) and marks the item bad. Returns 0, 1 for
+ * a bad item (reported), -1 out of memory (reported).
+ */
+static int load_item(ctx_t *x, const schema_t *s, const ah_yaml_node_t *it, void *obj,
+                     item_meta_t *meta, const char *path, const char *like, special_fn special)
+{
+    meta->line = it->line;
+    if (apply_defaults(x, s, obj)) {
+        oom(x);
+        return -1;
+    }
+    if (it->kind != AH_YAML_MAP) {
+        errf(x, at(it->line), path, "expected a mapping like %s, got a %s", like,
+             ah_yaml_kind_name(it->kind));
+        meta->bad = true;
+        return 1;
+    }
+    meta->slots = calloc(s->n, sizeof(slot_t));
+    if (!meta->slots) {
+        oom(x);
+        return -1;
+    }
+    walk(x, s, meta->slots, it, "", path, special, meta);
+    resolve(x, s, meta->slots, obj, path, false);
+    return 0;
+}
+
 static void load_targets(ctx_t *x, ah_config_model_t *m, item_meta_t *mm, const char *disp)
 {
     char path[600];
@@ -1075,30 +1105,12 @@ static void load_targets(ctx_t *x, ah_config_model_t *m, item_meta_t *mm, const 
     for (size_t i = 0; i < node->n; i++) {
         const ah_yaml_node_t *it = node->items[i];
         ah_config_target_t *t = &m->targets[i];
-        item_meta_t *tm = &mm->targets[i];
         m->n_targets++;
-        tm->line = it->line;
-        if (apply_defaults(x, &target_schema, t)) {
-            oom(x);
-            return;
-        }
         char ipath[640];
         snprintf(ipath, sizeof(ipath), "%s[%zu]", path, i);
-        if (it->kind != AH_YAML_MAP) {
-            errf(x, at(it->line), ipath,
-                 "expected a mapping like { provider: local, model: echo }, "
-                 "got a %s",
-                 ah_yaml_kind_name(it->kind));
-            tm->bad = true;
-            continue;
-        }
-        tm->slots = calloc(N_TARGET, sizeof(slot_t));
-        if (!tm->slots) {
-            oom(x);
+        if (load_item(x, &target_schema, it, t, &mm->targets[i], ipath,
+                      "{ provider: local, model: echo }", NULL) < 0)
             return;
-        }
-        walk(x, &target_schema, tm->slots, it, "", ipath, NULL, NULL);
-        resolve(x, &target_schema, tm->slots, t, ipath, false);
     }
 }
 
@@ -1119,29 +1131,13 @@ static void load_providers(ctx_t *x, ah_config_t *c)
     for (size_t i = 0; i < node->n; i++) {
         const ah_yaml_node_t *it = node->items[i];
         ah_config_provider_t *p = &c->providers[i];
-        item_meta_t *pm = &x->prov_meta[i];
         c->n_providers++;
-        p->line = pm->line = it->line;
-        if (apply_defaults(x, &provider_schema, p)) {
-            oom(x);
-            return;
-        }
+        p->line = it->line;
         char path[64];
         snprintf(path, sizeof(path), "providers[%zu]", i);
-        if (it->kind != AH_YAML_MAP) {
-            errf(x, at(it->line), path,
-                 "expected a mapping like { name: local, type: mock }, got a %s",
-                 ah_yaml_kind_name(it->kind));
-            pm->bad = true;
-            continue;
-        }
-        pm->slots = calloc(N_PROV, sizeof(slot_t));
-        if (!pm->slots) {
-            oom(x);
+        if (load_item(x, &provider_schema, it, p, &x->prov_meta[i], path,
+                      "{ name: local, type: mock }", NULL) < 0)
             return;
-        }
-        walk(x, &provider_schema, pm->slots, it, "", path, NULL, NULL);
-        resolve(x, &provider_schema, pm->slots, p, path, false);
     }
 }
 
@@ -1164,27 +1160,15 @@ static void load_models(ctx_t *x, ah_config_t *c)
         ah_config_model_t *m = &c->models[i];
         item_meta_t *mm = &x->model_meta[i];
         c->n_models++;
-        m->line = mm->line = it->line;
-        if (apply_defaults(x, &model_schema, m)) {
-            oom(x);
-            return;
-        }
+        m->line = it->line;
         char path[64], sub[96];
         snprintf(path, sizeof(path), "models[%zu]", i);
-        if (it->kind != AH_YAML_MAP) {
-            errf(x, at(it->line), path,
-                 "expected a mapping like { name: fast, targets: [ ... ] }, got a %s",
-                 ah_yaml_kind_name(it->kind));
-            mm->bad = true;
-            continue;
-        }
-        mm->slots = calloc(N_MODEL, sizeof(slot_t));
-        if (!mm->slots) {
-            oom(x);
+        int rc = load_item(x, &model_schema, it, m, mm, path, "{ name: fast, targets: [ ... ] }",
+                           model_special);
+        if (rc < 0)
             return;
-        }
-        walk(x, &model_schema, mm->slots, it, "", path, model_special, mm);
-        resolve(x, &model_schema, mm->slots, m, path, false);
+        if (rc > 0)
+            continue;
         int ci = field_find(&model_schema, "price.cached_input_per_mtok");
         if (!mm->slots[ci].set)
             m->price.cached_input_per_mtok = m->price.input_per_mtok;
