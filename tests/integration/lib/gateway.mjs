@@ -19,12 +19,14 @@ after(async () => {
 });
 
 /**
- * Starts `agenthub mock-llm` on a free loopback port. Resolves
- * { url, port, proc, logs(), stdout(), stats(), reset(), stop() }.
+ * Starts `agenthub mock-llm` on a free loopback port; prefix: command words
+ * before the binary (e.g. valgrind). Resolves
+ * { url, port, proc, logs(), stdout(), stats(), reset(), stop(signal) -> {code, signal} }.
  */
-export async function startMockLlm(args = []) {
+export async function startMockLlm(args = [], { prefix = [], startTimeoutMs = 10_000 } = {}) {
   if (!fs.existsSync(BIN)) throw new Error(`agenthub binary not found at ${BIN}: build it or set AGENTHUB_BIN`);
-  const proc = spawn(BIN, ['mock-llm', '--listen', '127.0.0.1:0', '--workers', '2', ...args], {
+  const argv = [...prefix, BIN, 'mock-llm', '--listen', '127.0.0.1:0', '--workers', '2', ...args];
+  const proc = spawn(argv[0], argv.slice(1), {
     env: cleanEnv(),
     cwd: tempDir(),
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -48,22 +50,23 @@ export async function startMockLlm(args = []) {
       const s = await m.stats();
       return (s.by_model && s.by_model[model]) || { requests: 0, aborted: 0, failed: 0 };
     },
-    stop: async () => {
-      if (proc.exitCode === null && proc.signalCode === null) process.kill(proc.pid, 'SIGKILL');
-      await exited;
+    stop: async (signal = 'SIGKILL') => {
+      if (proc.exitCode === null && proc.signalCode === null) process.kill(proc.pid, signal);
+      const e = await exited;
       live.delete(m);
+      return e;
     },
   };
   live.add(m);
   let spawnError = null;
   proc.on('error', (e) => (spawnError = e));
-  const deadline = Date.now() + 10_000;
+  const deadline = Date.now() + startTimeoutMs;
   let listening;
   while (!listening) {
     let why = null;
     if (spawnError) why = `could not be started: ${spawnError.message}`;
     else if (proc.exitCode !== null || proc.signalCode !== null) why = `exited during start (code ${proc.exitCode})`;
-    else if (Date.now() > deadline) why = 'did not log "listening" within 10 s';
+    else if (Date.now() > deadline) why = `did not log "listening" within ${startTimeoutMs} ms`;
     if (why) {
       if (proc.exitCode === null && proc.signalCode === null) process.kill(proc.pid, 'SIGKILL');
       throw new Error(`agenthub mock-llm ${why}\nstdout: ${out}\nstderr: ${err}`);
