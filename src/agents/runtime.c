@@ -308,20 +308,14 @@ typedef struct persist_job {
 } persist_job_t;
 
 /*
- * The job's events go first, deferred (db.h): on PostgreSQL they ride in one
- * pipeline with the run's INSERT or UPDATE, one round trip for the step. If
- * they or the row write fail, the job fails and its savepoint takes both back.
+ * The step's writes (its events, then the run's INSERT or owner-checked
+ * UPDATE, and a park's lease release) are deferred (db.h): on PostgreSQL they
+ * wait to travel with later statements, and a job submitted with
+ * AH_STORE_PIPELINE (no session to take) pays no round trip of its own. If
+ * one fails, the job fails and its savepoint takes them all back. The work
+ * only reads its job and writes the database, so the writer may run it again
+ * (store.h).
  */
-static int append_events_first(ah_db_t *db, persist_job_t *j)
-{
-    if (!j->n)
-        return 0;
-    ah_db_defer_writes(db, true);
-    int rc = ah_store_run_events_append(db, j->ev, j->n);
-    ah_db_defer_writes(db, false);
-    return rc;
-}
-
 static int persist_work(ah_db_t *db, void *arg)
 {
     persist_job_t *j = arg;
@@ -347,7 +341,8 @@ static int persist_work(ah_db_t *db, void *arg)
                 return j->session_rc;
             }
         }
-        rc = append_events_first(db, j);
+        ah_db_defer_writes(db, true);
+        rc = ah_store_run_events_append(db, j->ev, j->n);
         if (rc == 0)
             rc = j->request_hash[0] ? ah_store_run_insert_hashed(db, &j->rec, j->request_hash)
                                     : ah_store_run_insert(db, &j->rec);
@@ -356,7 +351,8 @@ static int persist_work(ah_db_t *db, void *arg)
          * lost the run to another must not overwrite it (-ESTALE). A cancel or timeout
          * that raced with parking still ends the parked run (no owner then), unless the
          * store ended it meanwhile (a cancel on another replica): -ESTALE, it stays so. */
-        rc = append_events_first(db, j);
+        ah_db_defer_writes(db, true);
+        rc = ah_store_run_events_append(db, j->ev, j->n);
         if (rc == 0 && j->rec.lease_owner && *j->rec.lease_owner)
             rc = ah_store_run_update_owned(db, &j->rec, j->rec.lease_owner, j->after_park);
         else if (rc == 0)
@@ -370,6 +366,7 @@ static int persist_work(ah_db_t *db, void *arg)
                 NULL, NULL);
         }
     }
+    ah_db_defer_writes(db, false);
     /* A sync run that ends before its first write is inserted with its final state. */
     if (rc == 0 && j->final && j->rec.webhook_url && *j->rec.webhook_url)
         rc = ah_webhook_enqueue_run(db, &j->rec, j->rec.webhook_url, now);
@@ -564,6 +561,7 @@ typedef struct events_job {
 static int events_work(ah_db_t *db, void *arg)
 {
     events_job_t *j = arg;
+    ah_db_defer_writes(db, true); /* they go with later statements (AH_STORE_PIPELINE) */
     return ah_store_run_events_append(db, j->ev, j->n);
 }
 
@@ -595,7 +593,8 @@ static void flush_events(ah_run_t *r)
     j->n = r->n_pev;
     r->pev = NULL;
     r->n_pev = r->cap_pev = 0;
-    if (ah_store_submit(r->rt->d.store, AH_STORE_WRITE, events_work, events_done, NULL, j) != 0) {
+    if (ah_store_submit(r->rt->d.store, AH_STORE_WRITE | AH_STORE_PIPELINE, events_work,
+                        events_done, NULL, j) != 0) {
         r->pev = j->ev; /* put them back: the next persist stores them */
         r->n_pev = r->cap_pev = j->n;
         free(j);
@@ -664,8 +663,9 @@ static void persist(ah_run_t *r, bool insert, void (*next)(ah_run_t *))
         if (strcmp(r->rec.status, AH_RUN_COMPLETED) == 0)
             j->session_messages = json_dumps(r->messages, JSON_COMPACT);
     }
-    int rc =
-        ah_store_submit(r->rt->d.store, AH_STORE_WRITE, persist_work, persist_done, r->loop, j);
+    /* Taking a session fills in the job (history, enqueued): that work must run only once. */
+    unsigned flags = AH_STORE_WRITE | (j->acquire ? 0 : AH_STORE_PIPELINE);
+    int rc = ah_store_submit(r->rt->d.store, flags, persist_work, persist_done, r->loop, j);
     if (rc == 0) {
         r->n_writes++;
         r->busy++; /* the job holds the run until its done */

@@ -308,6 +308,32 @@ int ah_db_flush_deferred(ah_db_t *db)
     return db->be->flush_deferred ? db->be->flush_deferred(db) : 0;
 }
 
+int ah_db_write_one(ah_db_t *db, const char *sql, const ah_db_val_t *args, int nargs, int none_rc)
+{
+    if (db->be->write_one)
+        return db->be->write_one(db, sql, args, nargs, none_rc);
+    int rc = ah_db_query(db, sql, args, nargs, NULL, NULL);
+    if (rc < 0)
+        return rc;
+    return ah_db_changes(db) > 0 ? 0 : none_rc;
+}
+
+void ah_db_job_tag(ah_db_t *db, int tag)
+{
+    if (db->be->job_tag)
+        db->be->job_tag(db, tag);
+}
+
+bool ah_db_batch_failed(ah_db_t *db, int *tag, int *rc)
+{
+    return db->be->batch_failed ? db->be->batch_failed(db, tag, rc) : false;
+}
+
+bool ah_db_can_pipeline(const ah_db_t *db)
+{
+    return db->be->job_tag && db->be->batch_failed;
+}
+
 void ah_db_stats(ah_db_t *db, ah_db_stats_t *out)
 {
     memset(out, 0, sizeof(*out));

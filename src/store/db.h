@@ -175,6 +175,11 @@ typedef struct ah_db_backend {
     void (*defer_writes)(ah_db_t *db, bool on);
     /* Sends the deferred writes now: 0 or the first one's error. NULL: none are. */
     int (*flush_deferred)(ah_db_t *db);
+    /* See ah_db_write_one; NULL: ah_db_query, then ah_db_changes. */
+    int (*write_one)(ah_db_t *db, const char *sql, const ah_db_val_t *args, int nargs, int none_rc);
+    /* See ah_db_job_tag and ah_db_batch_failed; NULL: statements never outlive their job. */
+    void (*job_tag)(ah_db_t *db, int tag);
+    bool (*batch_failed)(ah_db_t *db, int *tag, int *rc);
 } ah_db_backend_t;
 
 /*
@@ -280,6 +285,44 @@ void ah_db_defer_writes(ah_db_t *db, bool on);
  * deferred write's failure fails its own job.
  */
 int ah_db_flush_deferred(ah_db_t *db);
+
+/**
+ * Runs a write that must change a row (an UPDATE or DELETE with its own
+ * check in the WHERE, e.g. an owner fence): 0 when it changed one or more,
+ * none_rc (< 0, e.g. -ESTALE) when it changed none, or -errno. With deferred
+ * writes on (PostgreSQL, inside a transaction) it is held back like any
+ * deferred write and the server makes the check: a write that changed no row
+ * fails there, so its job fails with none_rc and is rolled back to its
+ * savepoint, without a round trip of its own. SQLite: runs it at once.
+ */
+int ah_db_write_one(ah_db_t *db, const char *sql, const ah_db_val_t *args, int nargs, int none_rc);
+
+/*
+ * Pipelined batches (PostgreSQL). The store's writer may leave a job's held-
+ * back statements (deferred writes, savepoint commands) unsent when the job
+ * returns, so a whole group-commit batch travels in a few round trips. A
+ * statement that then fails belongs to an earlier job: the server skips
+ * everything after it until that job's savepoint is rolled back. Held-back
+ * statements carry the tag set when they were held back, so the writer can
+ * tell which job failed (and run the later ones again).
+ */
+
+/** Tags the statements held back from now on (the writer: the job's index in its batch; -1 none).
+ */
+void ah_db_job_tag(ah_db_t *db, int tag);
+
+/**
+ * True when a held-back statement failed since the last call: *tag is its
+ * tag and *rc its error (the none_rc of ah_db_write_one for a write that
+ * changed no row). The transaction is then aborted down to that job's
+ * savepoint: what is still held back is dropped (the server would skip it),
+ * and the caller rolls back to the savepoint. False (and nothing changed)
+ * otherwise, and always on backends that send every statement at once.
+ */
+bool ah_db_batch_failed(ah_db_t *db, int *tag, int *rc);
+
+/** True when the backend can leave statements unsent past the end of a job (ah_db_job_tag). */
+bool ah_db_can_pipeline(const ah_db_t *db);
 
 /** True when name is a valid savepoint/table identifier (see ah_db_savepoint). */
 bool ah_db_ident_ok(const char *name);

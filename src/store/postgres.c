@@ -54,8 +54,8 @@ extern const ah_db_backend_t ah_db_postgres_backend;
 #define MAX_FIELD          ((size_t)1 << 30) /* largest text or bytea value */
 #define BUSY_DEFAULT_MS    5000
 #define PREPARE_SAVEPOINT  "ah_pg_prepare"
-#define PEND_MAX           32 /* commands and deferred writes held back at most */
-#define PEND_LEN           96 /* longest command ("RELEASE SAVEPOINT <name>") */
+#define PEND_MAX           1024 /* commands and deferred writes held back at most */
+#define PEND_LEN           96   /* longest command ("RELEASE SAVEPOINT <name>") */
 
 /* pg_advisory_xact_lock key of migrations: "agenthub" in ASCII. */
 #define MIGRATE_LOCK_KEY INT64_C(0x6167656e74687562)
@@ -89,6 +89,8 @@ typedef struct pend_ent {
     void *block; /* the write's parameters: values, lengths, formats and bytes, one malloc */
     const char **vals;
     int *lens, *fmts;
+    int tag;     /* ah_db_job_tag when it was held back */
+    int none_rc; /* ah_db_write_one: its error when the write changed no row; else 0 */
 } pend_ent_t;
 
 typedef struct pg_db {
@@ -108,9 +110,14 @@ typedef struct pg_db {
      * they go out in one pipeline with the next statement, so a group-commit
      * batch costs no round trip per job for its savepoints (see pipelined).
      */
-    pend_ent_t pend[PEND_MAX];
-    int npend;
-    int ndeferred;   /* deferred writes among them */
+    pend_ent_t *pend;
+    int npend, pend_cap;
+    int ndeferred; /* deferred writes among them */
+    int tag;       /* ah_db_job_tag: tag of what is held back from now on */
+    int none_rc;   /* ah_db_write_one: none_rc for the write being held back */
+    /* A held-back statement failed (ah_db_batch_failed): its tag and error. */
+    bool failed;
+    int fail_tag, fail_rc;
     bool pend_begin; /* pend holds a BEGIN: the server has no transaction yet */
     bool defer;      /* ah_db_defer_writes is on */
     stmt_ent_t *cache;
@@ -123,6 +130,8 @@ typedef struct pg_db {
     /* Scratch for one call, reused: needed only until libpq has sent the query. */
     char *sql;
     size_t sql_cap;
+    char *wrap; /* ah_db_write_one's statement text */
+    size_t wrap_cap;
     char *argtext;
     size_t argtext_cap;
     const char **pvals;
@@ -282,6 +291,12 @@ static void pend_clear(pg_db_t *d)
     d->pend_begin = false;
 }
 
+/* Forgets a failure ah_db_batch_failed has not reported (the transaction ended anyway). */
+static void fail_clear(pg_db_t *d)
+{
+    d->failed = false;
+}
+
 /* Runs one statement without parameters; rows are ignored. 0 or -errno. */
 static int simple_raw(pg_db_t *d, const char *sql)
 {
@@ -319,6 +334,7 @@ static int reconnect(pg_db_t *d)
 {
     cache_forget(d); /* the server dropped our prepared statements with the session */
     pend_clear(d);
+    fail_clear(d);
     d->txn = false;
     d->configured = false;
     PQreset(d->conn);
@@ -857,13 +873,26 @@ static bool pipe_collect(pg_db_t *d, PGresult **out)
 }
 
 /*
- * Sends the held-back control commands and then the statement (prepared
- * `name` with the bound arguments, or parameterless `sql`; neither: the
- * commands alone) in one pipeline: one round trip instead of one each. The
- * commands are sent as they were queued, so the server sees the same
- * sequence as before. 0 with the statement's result in *out (to be finished
- * by the caller; NULL without a statement), or the error of the first command
- * that failed (the statement was then skipped by the server).
+ * The error of held-back entry p, whose result r failed: a write of
+ * ah_db_write_one that changed no row fails in the server with
+ * division_by_zero (see pg_write_one), which is its none_rc.
+ */
+static int pend_error(pg_db_t *d, const pend_ent_t *p, const PGresult *r)
+{
+    if (p->none_rc && is_sqlstate(r, "22012"))
+        return fail_msg(d, p->none_rc, "the write changed no row");
+    return fail_res(d, r);
+}
+
+/*
+ * Sends the held-back entries (control commands, deferred writes) and then
+ * the statement (prepared `name` with the bound arguments, or parameterless
+ * `sql`; neither: the entries alone) in one pipeline: one round trip instead
+ * of one each. The entries are sent as they were held back, so the server
+ * sees the same sequence as before. 0 with the statement's result in *out (to
+ * be finished by the caller; NULL without a statement), or the error of the
+ * first entry that failed (the server then skipped the rest and the
+ * statement), which is also recorded with its tag for ah_db_batch_failed.
  */
 static int pipelined(pg_db_t *d, const char *name, const char *sql, int nargs, PGresult **out)
 {
@@ -882,7 +911,6 @@ static int pipelined(pg_db_t *d, const char *name, const char *sql, int nargs, P
             sent = PQsendQueryPrepared(d->conn, p->name, p->nparams, p->vals, p->lens, p->fmts,
                                        0) == 1;
     }
-    pend_clear(d); /* libpq copied what it sent */
     if (sent && name)
         sent = PQsendQueryPrepared(d->conn, name, nargs, d->pvals, d->plens, d->pfmts, 0) == 1;
     else if (sent && sql)
@@ -891,6 +919,7 @@ static int pipelined(pg_db_t *d, const char *name, const char *sql, int nargs, P
         sent = PQpipelineSync(d->conn) == 1;
     if (!sent) {
         /* Nothing was read: the connection is gone or libpq is out of memory. */
+        pend_clear(d);
         int rc = fail_res(d, NULL);
         if (conn_ok(d))
             rc = fail_msg(d, -EIO, "cannot send a pipeline to PostgreSQL");
@@ -902,10 +931,18 @@ static int pipelined(pg_db_t *d, const char *name, const char *sql, int nargs, P
         PGresult *r;
         alive = pipe_collect(d, &r);
         ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-        if (rc == 0 && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-            rc = st == PGRES_PIPELINE_ABORTED ? rc : fail_res(d, r);
+        if (alive && rc == 0 && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK &&
+            st != PGRES_PIPELINE_ABORTED) {
+            rc = pend_error(d, &d->pend[i], r);
+            if (!d->failed) {
+                d->failed = true;
+                d->fail_tag = d->pend[i].tag;
+                d->fail_rc = rc;
+            }
+        }
         PQclear(r);
     }
+    pend_clear(d); /* libpq copied what it sent */
     if (alive && (name || sql)) {
         alive = pipe_collect(d, out);
         if (rc < 0 || (*out && PQresultStatus(*out) == PGRES_PIPELINE_ABORTED)) {
@@ -930,6 +967,35 @@ static int pipelined(pg_db_t *d, const char *name, const char *sql, int nargs, P
 }
 
 /*
+ * The next free entry of what is held back (tagged with the current job), or
+ * NULL with *rc set: past PEND_MAX what is held back is sent first.
+ */
+static pend_ent_t *pend_slot(pg_db_t *d, int *rc)
+{
+    *rc = 0;
+    if (d->npend == PEND_MAX) {
+        PGresult *none;
+        *rc = pipelined(d, NULL, NULL, 0, &none);
+        if (*rc < 0)
+            return NULL;
+    }
+    if (d->npend == d->pend_cap) {
+        int cap = d->pend_cap ? d->pend_cap * 2 : 32;
+        pend_ent_t *p = realloc(d->pend, (size_t)cap * sizeof(*p));
+        if (!p) {
+            *rc = fail_msg(d, -ENOMEM, "out of memory");
+            return NULL;
+        }
+        d->pend = p;
+        d->pend_cap = cap;
+    }
+    pend_ent_t *p = &d->pend[d->npend];
+    memset(p, 0, sizeof(*p));
+    p->tag = d->tag;
+    return p;
+}
+
+/*
  * Holds a control command back until the next statement (pipelined). The
  * connection is checked now, so a BEGIN on a dead idle connection still
  * reconnects first.
@@ -939,14 +1005,10 @@ static int pend_push(pg_db_t *d, const char *verb, const char *name)
     int rc = ensure_conn(d);
     if (rc < 0)
         return rc;
-    if (d->npend == PEND_MAX) {
-        PGresult *none;
-        rc = pipelined(d, NULL, NULL, 0, &none);
-        if (rc < 0)
-            return rc;
-    }
-    char *t = d->pend[d->npend].text;
-    int n = snprintf(t, PEND_LEN, "%s%s%s", verb, name ? " " : "", name ? name : "");
+    pend_ent_t *p = pend_slot(d, &rc);
+    if (!p)
+        return rc;
+    int n = snprintf(p->text, PEND_LEN, "%s%s%s", verb, name ? " " : "", name ? name : "");
     if (n < 0 || n >= PEND_LEN)
         return fail_msg(d, -EINVAL, "savepoint name too long");
     d->npend++;
@@ -959,12 +1021,10 @@ static int pend_push(pg_db_t *d, const char *verb, const char *name)
  */
 static int pend_write(pg_db_t *d, const char *name, int nargs)
 {
-    if (d->npend == PEND_MAX) {
-        PGresult *none;
-        int rc = pipelined(d, NULL, NULL, 0, &none);
-        if (rc < 0)
-            return rc;
-    }
+    int rc;
+    pend_ent_t *p = pend_slot(d, &rc);
+    if (!p)
+        return rc;
     size_t bytes = 0;
     for (int i = 0; i < nargs; i++) {
         if (d->pvals[i])
@@ -974,10 +1034,9 @@ static int pend_write(pg_db_t *d, const char *name, int nargs)
     char *block = malloc(head + bytes + 1);
     if (!block)
         return fail_msg(d, -ENOMEM, "out of memory");
-    pend_ent_t *p = &d->pend[d->npend];
-    p->text[0] = '\0';
     snprintf(p->name, sizeof(p->name), "%s", name);
     p->nparams = nargs;
+    p->none_rc = d->none_rc;
     p->block = block;
     p->vals = (const char **)(void *)block;
     p->lens = (int *)(void *)(block + (size_t)nargs * sizeof(char *));
@@ -1161,6 +1220,7 @@ static int pg_commit(ah_db_t *db)
     int rc = finish(d, res, NULL, NULL, false);
     d->txn = false;
     sync_txn(d);
+    fail_clear(d);
     if (rc == 0 && rolled_back)
         rc = fail_msg(d, -EIO,
                       "the transaction was rolled back instead of committed: a statement in it "
@@ -1173,6 +1233,7 @@ static int pg_rollback(ah_db_t *db)
     pg_db_t *d = PG(db);
     d->txn = false;
     pend_clear(d); /* held back, never sent: nothing to undo there */
+    fail_clear(d);
     /* Nothing to undo: no transaction, or the server ended it with the connection. */
     if (!conn_ok(d) || PQtransactionStatus(d->conn) == PQTRANS_IDLE)
         return 0;
@@ -1212,6 +1273,54 @@ static int pg_flush_deferred(ah_db_t *db)
 {
     pg_db_t *d = PG(db);
     return d->ndeferred ? pend_flush(d) : 0;
+}
+
+/*
+ * A write that must change a row. Held back (deferred writes on, inside a
+ * transaction), it goes out as
+ *   WITH ah_w AS (<sql> RETURNING 1) SELECT 1 / COUNT(*) FROM ah_w
+ * so that changing no row is an error in the server (division_by_zero,
+ * mapped to none_rc by pend_error): it aborts the transaction like any failed
+ * deferred write, and the job's savepoint takes the job back. Otherwise it
+ * runs at once and the rows changed are counted here.
+ */
+static int pg_write_one(ah_db_t *db, const char *sql, const ah_db_val_t *args, int nargs,
+                        int none_rc)
+{
+    pg_db_t *d = PG(db);
+    if (!d->defer || !d->txn || !d->cache_cap || none_rc >= 0) {
+        int rc = pg_query(db, sql, args, nargs, NULL, NULL);
+        return rc < 0 ? rc : d->changes > 0 ? 0 : none_rc;
+    }
+    static const char head[] = "WITH ah_w AS (",
+                      tail[] = " RETURNING 1) SELECT 1 / COUNT(*) FROM ah_w";
+    size_t n = strlen(sql);
+    if (grow((void **)&d->wrap, &d->wrap_cap, sizeof(head) + n + sizeof(tail), 1) < 0)
+        return fail_msg(d, -ENOMEM, "out of memory");
+    memcpy(d->wrap, head, sizeof(head) - 1);
+    memcpy(d->wrap + sizeof(head) - 1, sql, n);
+    memcpy(d->wrap + sizeof(head) - 1 + n, tail, sizeof(tail));
+    d->none_rc = none_rc;
+    int rc = pg_query(db, d->wrap, args, nargs, NULL, NULL);
+    d->none_rc = 0;
+    return rc;
+}
+
+static void pg_job_tag(ah_db_t *db, int tag)
+{
+    PG(db)->tag = tag;
+}
+
+static bool pg_batch_failed(ah_db_t *db, int *tag, int *rc)
+{
+    pg_db_t *d = PG(db);
+    if (!d->failed)
+        return false;
+    *tag = d->fail_tag;
+    *rc = d->fail_rc;
+    d->failed = false;
+    pend_clear(d); /* the server would skip it: the transaction is aborted */
+    return true;
 }
 
 static const char *pg_errmsg(ah_db_t *db)
@@ -1259,10 +1368,12 @@ static void pg_close(ah_db_t *db)
 {
     pg_db_t *d = PG(db);
     pend_clear(d);
+    free(d->pend);
     cache_forget(d);
     free(d->cache);
     PQfinish(d->conn); /* ends the session: the server drops its statements and locks */
     free(d->sql);
+    free(d->wrap);
     free(d->argtext);
     free(d->pvals);
     free(d->plens);
@@ -1347,6 +1458,7 @@ static int pg_open(const char *url, const ah_db_opts_t *opts, ah_db_t **out, ah_
     if (!d)
         return -ENOMEM;
     d->base.be = &ah_db_postgres_backend;
+    d->tag = -1;
     d->readonly = opts->readonly;
     d->lock_timeout_ms = opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms : BUSY_DEFAULT_MS;
     if (!opts->no_stmt_cache) {
@@ -1409,4 +1521,7 @@ const ah_db_backend_t ah_db_postgres_backend = {
     .stats = pg_stats,
     .defer_writes = pg_defer_writes,
     .flush_deferred = pg_flush_deferred,
+    .write_one = pg_write_one,
+    .job_tag = pg_job_tag,
+    .batch_failed = pg_batch_failed,
 };

@@ -51,6 +51,7 @@ typedef struct worker {
     job_t *head, *tail;
     size_t depth;
     bool stopping;
+    job_t **batch; /* the writer: the jobs of the batch being run, by index (max_batch) */
 } worker_t;
 
 struct ah_store {
@@ -151,17 +152,54 @@ static void fail_batch(job_t *jobs, int rc)
         j->rc = rc;
 }
 
+/* Rolls back to and releases the innermost job savepoint: 0 or the error that breaks the batch. */
+static int undo_job(ah_db_t *db)
+{
+    int sp = ah_db_rollback_to(db, JOB_SAVEPOINT);
+    return sp == 0 ? ah_db_release(db, JOB_SAVEPOINT) : sp;
+}
+
+/*
+ * A held-back statement of job k failed after k returned: the server skipped
+ * everything after it, so k's savepoint is the innermost one left. k fails
+ * alone; the caller runs the jobs after it again. 0, or the error that breaks
+ * the batch (a statement outside any job failed, or the undo did).
+ */
+static int fail_late(ah_db_t *db, job_t **v, int n, int k, int rc)
+{
+    if (k < 0 || k >= n)
+        return rc < 0 ? rc : -EIO;
+    v[k]->rc = rc < 0 ? rc : -EIO;
+    return undo_job(db);
+}
+
 /*
  * One group-commit transaction. A job that fails (rc < 0) is rolled back to
  * its savepoint alone. If the transaction itself breaks (savepoint error, or
  * the backend aborted it), or BEGIN/COMMIT fails, no job took effect and every
  * job gets that error.
+ *
+ * Pipelining (PostgreSQL, jobs submitted with AH_STORE_PIPELINE): such a
+ * job's held-back statements are not sent when it returns; they go out with
+ * a later statement (a later job's that needs its result, or the end of the
+ * batch), so a batch of them costs a few round trips. A statement that fails
+ * there belongs to an earlier job k (ah_db_batch_failed tells which): k is
+ * rolled back to its savepoint and fails, and the jobs after it, whose
+ * statements the server skipped, run again, from then on one at a time (each
+ * flushed as it returns), so a batch runs a job at most twice. Jobs without
+ * the flag are never run again: what earlier jobs hold back is settled before
+ * they start and their own statements are sent before the next job.
  */
 static void run_batch(worker_t *w, job_t *jobs, int n)
 {
     ah_store_t *s = w->s;
     ah_db_t *db = w->db;
+    job_t **v = w->batch;
+    int nv = 0;
+    for (job_t *j = jobs; j; j = j->next)
+        v[nv++] = j;
     count(&s->batches, 1);
+    ah_db_job_tag(db, -1);
     int rc = ah_db_begin(db, true);
     if (rc < 0) {
         ah_log(AH_LOG_ERROR, "store", "cannot begin write transaction", AH_LF_INT("rc", rc),
@@ -169,8 +207,32 @@ static void run_batch(worker_t *w, job_t *jobs, int n)
         fail_batch(jobs, rc);
         return;
     }
-    int broken = 0;
-    for (job_t *j = jobs; j && !broken; j = j->next) {
+    bool pipeline = ah_db_can_pipeline(db);
+    int broken = 0, k, frc;
+    for (int i = 0; !broken;) {
+        if (i == n) {
+            /* What the last jobs hold back goes out now; a failure there sends us back. */
+            (void)ah_db_flush_deferred(db);
+            if (!ah_db_batch_failed(db, &k, &frc))
+                break;
+            broken = fail_late(db, v, n, k, frc);
+            pipeline = false;
+            i = k + 1;
+            continue;
+        }
+        job_t *j = v[i];
+        bool pipe = pipeline && (j->flags & AH_STORE_PIPELINE);
+        if (!pipe) {
+            /* Settle what earlier jobs hold back: this job must not run twice. */
+            (void)ah_db_flush_deferred(db);
+            if (ah_db_batch_failed(db, &k, &frc)) {
+                broken = fail_late(db, v, n, k, frc);
+                pipeline = false;
+                i = k + 1;
+                continue;
+            }
+        }
+        ah_db_job_tag(db, i);
         int sp = ah_db_savepoint(db, JOB_SAVEPOINT);
         if (sp < 0) {
             broken = sp;
@@ -178,21 +240,34 @@ static void run_batch(worker_t *w, job_t *jobs, int n)
         }
         j->rc = j->work(db, j->arg);
         ah_db_defer_writes(db, false);
-        int f = ah_db_flush_deferred(db); /* a deferred write fails its own job */
-        if (j->rc >= 0 && f < 0)
-            j->rc = f;
-        if (j->rc < 0) {
-            sp = ah_db_rollback_to(db, JOB_SAVEPOINT);
-            if (sp == 0)
-                sp = ah_db_release(db, JOB_SAVEPOINT);
-        } else {
-            sp = ah_db_release(db, JOB_SAVEPOINT);
+        if (!pipe || j->rc < 0) {
+            int f = ah_db_flush_deferred(db); /* a deferred write fails its own job */
+            if (j->rc >= 0 && f < 0)
+                j->rc = f;
         }
+        if (ah_db_batch_failed(db, &k, &frc)) {
+            if (k != i) { /* an earlier job's statement: that job fails, this one runs again */
+                ah_db_job_tag(db, -1);
+                broken = fail_late(db, v, n, k, frc);
+                pipeline = false;
+                i = k + 1;
+                continue;
+            }
+            if (j->rc >= 0)
+                j->rc = frc;
+        }
+        ah_db_job_tag(db, -1);
+        if (j->rc < 0)
+            sp = undo_job(db);
+        else
+            sp = ah_db_release(db, JOB_SAVEPOINT);
         if (sp < 0)
             broken = sp;
         else if (!ah_db_in_txn(db))
             broken = -EIO; /* the job committed/rolled back itself, or the backend aborted */
+        i++;
     }
+    ah_db_job_tag(db, -1);
     if (!broken) {
         rc = ah_db_commit(db);
         if (rc == 0) {
@@ -328,6 +403,7 @@ void ah_store_close(ah_store_t *s)
     pthread_cond_destroy(&s->writer.cv);
     pthread_cond_destroy(&s->call_cv);
     pthread_mutex_destroy(&s->call_mu);
+    free(s->writer.batch);
     free(s);
 }
 
@@ -357,6 +433,11 @@ int ah_store_open_ex(const ah_config_t *cfg, const ah_store_opts_t *opts, ah_sto
     s->max_batch = cfg->storage.max_batch > 0 ? cfg->storage.max_batch : MAX_BATCH_DEFAULT;
     if (s->max_batch > MAX_BATCH_LIMIT)
         s->max_batch = MAX_BATCH_LIMIT;
+    s->writer.batch = calloc((size_t)s->max_batch, sizeof(*s->writer.batch));
+    if (!s->writer.batch) {
+        ah_store_close(s);
+        return -ENOMEM;
+    }
 
     ah_db_opts_t dbo = {.busy_timeout_ms = cfg->storage.busy_timeout_ms, .bg_checkpoint = true};
     int rc = ah_db_open(cfg->storage.url, &dbo, &s->writer.db, err);
@@ -411,8 +492,8 @@ int ah_store_submit(ah_store_t *s, unsigned flags, ah_store_work_fn work, ah_sto
 {
     unsigned kind = flags & (AH_STORE_READ | AH_STORE_WRITE);
     if (!s || !work || (kind != AH_STORE_READ && kind != AH_STORE_WRITE) ||
-        (flags & ~(AH_STORE_READ | AH_STORE_WRITE | AH_STORE_NOTXN)) ||
-        ((flags & AH_STORE_NOTXN) && kind != AH_STORE_WRITE))
+        (flags & ~(AH_STORE_READ | AH_STORE_WRITE | AH_STORE_NOTXN | AH_STORE_PIPELINE)) ||
+        ((flags & (AH_STORE_NOTXN | AH_STORE_PIPELINE)) && kind != AH_STORE_WRITE))
         return -EINVAL;
     worker_t *w = kind == AH_STORE_READ ? s->read_worker : &s->writer;
     job_t *j = malloc(sizeof(*j));

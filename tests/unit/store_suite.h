@@ -923,6 +923,134 @@ static void suite_test_group_commit(void **state)
     suite_gate_destroy(&gate);
 }
 
+/* ---- pipelined batches (AH_STORE_PIPELINE, ah_db_write_one) ------------- */
+
+#define SUITE_PL_JOBS 300
+
+/*
+ * Job i by i % 10: 3 inserts a duplicate key (-EEXIST), 7 inserts its row and
+ * then fences on a missing one (-ESTALE), 9 is a plain write job (not
+ * pipelined), 8 also adds 10 to job i-2's row (written earlier in the same
+ * batch or before), the others insert row i and add 1 to it. Pipelined jobs
+ * defer everything, so on PostgreSQL their failures surface after they
+ * returned.
+ */
+static int suite_pl_work(ah_db_t *db, void *arg)
+{
+    suite_gc_job_t *j = arg;
+    atomic_fetch_add(&j->calls, 1);
+    const char *ins = "INSERT INTO pl (k, v) VALUES (?, 0)";
+    const char *bump = "UPDATE pl SET v = v + ? WHERE k = ?";
+    ah_db_defer_writes(db, j->i % 10 != 9);
+    ah_db_val_t k = ah_db_int(j->i % 10 == 3 ? 100000 : j->i);
+    int rc = ah_db_query(db, ins, &k, 1, NULL, NULL);
+    if (rc == 0 && j->i % 10 == 7) {
+        ah_db_val_t a[2] = {ah_db_int(1), ah_db_int(-j->i)};
+        rc = ah_db_write_one(db, bump, a, 2, -ESTALE);
+    } else if (rc == 0 && j->i % 10 != 3) {
+        ah_db_val_t a[2] = {ah_db_int(1), ah_db_int(j->i)};
+        rc = ah_db_write_one(db, bump, a, 2, -ESTALE);
+        if (rc == 0 && j->i % 10 == 8) {
+            ah_db_val_t b[2] = {ah_db_int(10), ah_db_int(j->i - 2)};
+            rc = ah_db_write_one(db, bump, b, 2, -ESTALE);
+        }
+    }
+    return rc < 0 ? rc : j->i;
+}
+
+static void suite_pl_done(int rc, void *arg)
+{
+    suite_gc_job_t *j = arg;
+    j->rc = rc;
+    suite_counter_add(j->done);
+}
+
+static void suite_test_pipeline(void **state)
+{
+    (void)state;
+    /* ah_db_write_one on one connection: held back on PostgreSQL, checked by the server. */
+    ah_db_t *db = suite_db_open(5000, 0, false, false);
+    const char *bump = "UPDATE pl SET v = v + ? WHERE k = ?";
+    assert_int_equal(ah_db_exec(db, "CREATE TABLE pl (k INTEGER PRIMARY KEY, v INTEGER)"), 0);
+    assert_int_equal(ah_db_exec(db, "INSERT INTO pl (k, v) VALUES (100000, 0)"), 0);
+    ah_db_val_t hit[2] = {ah_db_int(1), ah_db_int(100000)}, miss[2] = {ah_db_int(1), ah_db_int(5)};
+    assert_int_equal(ah_db_write_one(db, bump, hit, 2, -ESTALE), 0);
+    assert_int_equal(ah_db_write_one(db, bump, miss, 2, -ESTALE), -ESTALE);
+    assert_int_equal(ah_db_begin(db, true), 0);
+    ah_db_job_tag(db, 4);
+    assert_int_equal(ah_db_savepoint(db, "job"), 0);
+    ah_db_defer_writes(db, true);
+    assert_int_equal(ah_db_write_one(db, bump, hit, 2, -ESTALE), 0);
+    int rc = ah_db_write_one(db, bump, miss, 2, -ESTALE);
+    ah_db_defer_writes(db, false);
+    if (rc == 0)
+        rc = ah_db_flush_deferred(db);
+    assert_int_equal(rc, -ESTALE);
+    int tag = -1, frc = 0;
+    assert_int_equal(ah_db_batch_failed(db, &tag, &frc), suite_is_pg());
+    if (suite_is_pg()) {
+        assert_int_equal(tag, 4);
+        assert_int_equal(frc, -ESTALE);
+        assert_false(ah_db_batch_failed(db, &tag, &frc)); /* reported once */
+    }
+    ah_db_job_tag(db, -1);
+    assert_int_equal(ah_db_rollback_to(db, "job"), 0);
+    assert_int_equal(ah_db_release(db, "job"), 0);
+    assert_int_equal(ah_db_commit(db), 0);
+    int64_t v = -1;
+    assert_int_equal(ah_db_query_int(db, "SELECT v FROM pl WHERE k = 100000", NULL, 0, &v), 0);
+    assert_int_equal(v, 1); /* the rolled-back job's bump is gone */
+    ah_db_close(db);
+
+    /* Through the store: late failures fail their own job; everything else lands once. */
+    ah_store_t *s = suite_store(0, 0);
+    suite_gate_t gate;
+    suite_gate_hold(s, &gate);
+    suite_counter_t done = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    suite_gc_job_t *jobs = calloc(SUITE_PL_JOBS, sizeof(*jobs));
+    assert_non_null(jobs);
+    for (int i = 0; i < SUITE_PL_JOBS; i++) {
+        jobs[i].i = i;
+        jobs[i].rc = 12345;
+        jobs[i].done = &done;
+        unsigned fl = AH_STORE_WRITE | (i % 10 == 9 ? 0 : AH_STORE_PIPELINE);
+        assert_int_equal(ah_store_submit(s, fl, suite_pl_work, suite_pl_done, NULL, &jobs[i]), 0);
+    }
+    suite_gate_release(&gate);
+    assert_int_equal(suite_counter_wait(&done, SUITE_PL_JOBS), SUITE_PL_JOBS);
+    int ok = 0, twice = 0;
+    for (int i = 0; i < SUITE_PL_JOBS; i++) {
+        int calls = atomic_load(&jobs[i].calls);
+        if (i % 10 == 3) {
+            assert_int_equal(jobs[i].rc, -EEXIST);
+        } else if (i % 10 == 7) {
+            assert_int_equal(jobs[i].rc, -ESTALE);
+        } else {
+            assert_int_equal(jobs[i].rc, i);
+            ok++;
+        }
+        /* A plain job runs once; a pipelined one at most twice (again after a late failure). */
+        assert_true(calls >= 1 && calls <= (i % 10 == 9 ? 1 : 2));
+        twice += calls == 2;
+    }
+    /* PostgreSQL pipelines: job 3's duplicate surfaces after jobs 4-8 ran, so they ran again. */
+    if (suite_is_pg())
+        assert_true(twice >= 5);
+    else
+        assert_int_equal(twice, 0);
+    assert_int_equal(suite_count(s, "SELECT COUNT(*) FROM pl WHERE k < 100000"), ok);
+    assert_int_equal(suite_count(s, "SELECT COUNT(*) FROM pl WHERE k % 10 = 3 OR k % 10 = 7"), 0);
+    /* Each effect once: v = 1 per row, + 10 for the rows job i+2 (i % 10 == 8) bumped. */
+    assert_int_equal(suite_count(s, "SELECT COUNT(*) FROM pl WHERE k < 100000 AND k % 10 <> 6 "
+                                    "AND v <> 1"),
+                     0);
+    assert_int_equal(suite_count(s, "SELECT COUNT(*) FROM pl WHERE k % 10 = 6 AND v = 11"),
+                     SUITE_PL_JOBS / 10);
+    ah_store_close(s);
+    free(jobs);
+    suite_gate_destroy(&gate);
+}
+
 typedef struct {
     int rc;
     suite_counter_t *done;
@@ -2049,6 +2177,7 @@ static void suite_test_claim_concurrent(void **state)
         cmocka_unit_test_setup(suite_test_migrate_concurrent, setup),                              \
         cmocka_unit_test_setup(suite_test_group_commit, setup),                                    \
         cmocka_unit_test_setup(suite_test_commit_failure, setup),                                  \
+        cmocka_unit_test_setup(suite_test_pipeline, setup),                                        \
         cmocka_unit_test_setup(suite_test_keys, setup),                                            \
         cmocka_unit_test_setup(suite_test_audit, setup),                                           \
         cmocka_unit_test_setup(suite_test_usage, setup),                                           \
