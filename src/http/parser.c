@@ -43,8 +43,7 @@ long ah_http_head_end(const char *buf, size_t len, size_t max)
     return len >= max ? AH_HTTP_PARSE_HEADERS_BIG : 0;
 }
 
-/* Returns the length of the line starting at p (without CR LF); *next = start of next line. */
-static size_t line_len(const char *p, const char *end, const char **next)
+size_t ah_http_line(const char *p, const char *end, const char **next)
 {
     const char *nl = memchr(p, '\n', (size_t)(end - p));
     if (!nl) {
@@ -120,7 +119,7 @@ static int parse_request_line(const char *p, size_t n, ah_http_head_t *h)
     return 0;
 }
 
-static bool token_list_has(const char *v, size_t n, const char *tok)
+bool ah_http_token_list_has(const char *v, size_t n, const char *tok)
 {
     size_t tl = strlen(tok);
     size_t i = 0;
@@ -139,7 +138,7 @@ static bool token_list_has(const char *v, size_t n, const char *tok)
     return false;
 }
 
-static int parse_content_length(const char *v, size_t n, int64_t *out)
+int ah_http_parse_content_length(const char *v, size_t n, int64_t *out)
 {
     if (n == 0 || n > 18)
         return AH_HTTP_PARSE_BAD;
@@ -160,7 +159,7 @@ static int apply_header(ah_http_head_t *h, const ah_http_header_t *hd, bool *con
     size_t nl = hd->name_len;
     if (nl == 14 && strncasecmp(n, "content-length", 14) == 0) {
         int64_t cl;
-        if (parse_content_length(hd->value, hd->value_len, &cl))
+        if (ah_http_parse_content_length(hd->value, hd->value_len, &cl))
             return AH_HTTP_PARSE_BAD;
         if (h->content_length >= 0 && h->content_length != cl)
             return AH_HTTP_PARSE_BAD;
@@ -172,14 +171,42 @@ static int apply_header(ah_http_head_t *h, const ah_http_header_t *hd, bool *con
             return AH_HTTP_PARSE_NOT_IMPL;
         h->chunked = true;
     } else if (nl == 10 && strncasecmp(n, "connection", 10) == 0) {
-        if (token_list_has(hd->value, hd->value_len, "close"))
+        if (ah_http_token_list_has(hd->value, hd->value_len, "close"))
             *connection_close = true;
-        if (token_list_has(hd->value, hd->value_len, "keep-alive"))
+        if (ah_http_token_list_has(hd->value, hd->value_len, "keep-alive"))
             *connection_keep = true;
     } else if (nl == 6 && strncasecmp(n, "expect", 6) == 0) {
         if (hd->value_len == 12 && strncasecmp(hd->value, "100-continue", 12) == 0)
             h->expect_continue = true;
     }
+    return 0;
+}
+
+int ah_http_parse_header_line(const char *p, size_t n, ah_http_header_t *hd)
+{
+    if (n == 0 || p[0] == ' ' || p[0] == '\t')
+        return AH_HTTP_PARSE_BAD; /* obs-fold (RFC 9112 5.2) */
+    const char *colon = memchr(p, ':', n);
+    if (!colon || colon == p)
+        return AH_HTTP_PARSE_BAD;
+    for (const char *c = p; c < colon; c++)
+        if (!is_tchar((unsigned char)*c))
+            return AH_HTTP_PARSE_BAD; /* also refuses whitespace before the colon */
+    const char *v = colon + 1;
+    const char *ve = p + n;
+    while (v < ve && (*v == ' ' || *v == '\t'))
+        v++;
+    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+        ve--;
+    for (const char *c = v; c < ve; c++) {
+        unsigned char ch = (unsigned char)*c;
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return AH_HTTP_PARSE_BAD;
+    }
+    hd->name = p;
+    hd->name_len = (size_t)(colon - p);
+    hd->value = v;
+    hd->value_len = (size_t)(ve - v);
     return 0;
 }
 
@@ -195,41 +222,21 @@ int ah_http_parse_head(const char *buf, size_t len, ah_http_head_t *h, size_t ma
     while (p < end && (*p == '\r' || *p == '\n'))
         p++;
     const char *next;
-    size_t n = line_len(p, end, &next);
+    size_t n = ah_http_line(p, end, &next);
     int rc = parse_request_line(p, n, h);
     if (rc)
         return rc;
     bool conn_close = false, conn_keep = false;
     for (p = next; p < end; p = next) {
-        n = line_len(p, end, &next);
+        n = ah_http_line(p, end, &next);
         if (n == 0)
             break; /* the empty line */
-        if (p[0] == ' ' || p[0] == '\t')
-            return AH_HTTP_PARSE_BAD; /* obs-fold */
-        const char *colon = memchr(p, ':', n);
-        if (!colon || colon == p)
-            return AH_HTTP_PARSE_BAD;
-        for (const char *c = p; c < colon; c++)
-            if (!is_tchar((unsigned char)*c))
-                return AH_HTTP_PARSE_BAD;
-        const char *v = colon + 1;
-        const char *ve = p + n;
-        while (v < ve && (*v == ' ' || *v == '\t'))
-            v++;
-        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-            ve--;
-        for (const char *c = v; c < ve; c++) {
-            unsigned char ch = (unsigned char)*c;
-            if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
-                return AH_HTTP_PARSE_BAD;
-        }
         if (h->n_headers >= max_headers)
             return AH_HTTP_PARSE_HEADERS_BIG;
-        ah_http_header_t *hd = &h->headers[h->n_headers++];
-        hd->name = p;
-        hd->name_len = (size_t)(colon - p);
-        hd->value = v;
-        hd->value_len = (size_t)(ve - v);
+        ah_http_header_t *hd = &h->headers[h->n_headers];
+        if ((rc = ah_http_parse_header_line(p, n, hd)))
+            return rc;
+        h->n_headers++;
         if ((rc = apply_header(h, hd, &conn_close, &conn_keep)))
             return rc;
     }

@@ -80,6 +80,28 @@ const char *ah_http_method_name(ah_http_method_t m);
 /** Finds a header by case-insensitive name; returns its value or NULL (*vlen set). */
 const char *ah_http_head_get(const ah_http_head_t *h, const char *name, size_t *vlen);
 
+/* Building blocks shared by the request parser here and the response parser (resp.h). */
+
+/**
+ * Length of the line starting at p (without its CR LF or LF); sets *next to
+ * the start of the following line (end when there is no LF).
+ */
+size_t ah_http_line(const char *p, const char *end, const char **next);
+
+/**
+ * Parses one header line p[0..n) (without its line end) into hd: the name must
+ * be a token with no whitespace before the colon, the value has no control
+ * characters and loses surrounding whitespace; obs-fold is refused. Pointers
+ * in hd point into p. 0 or AH_HTTP_PARSE_BAD.
+ */
+int ah_http_parse_header_line(const char *p, size_t n, ah_http_header_t *hd);
+
+/** True when the comma-separated list v[0..n) holds tok (case-insensitive). */
+bool ah_http_token_list_has(const char *v, size_t n, const char *tok);
+
+/** A Content-Length value: 1 to 18 digits, nothing else. 0 or AH_HTTP_PARSE_BAD. */
+int ah_http_parse_content_length(const char *v, size_t n, int64_t *out);
+
 /* Incremental decoder for a chunked request body (RFC 9112 7.1). */
 typedef struct ah_http_chunked {
     int state;
