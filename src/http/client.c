@@ -14,6 +14,7 @@
  * (run_pending). cl->in_curl says whether we are inside curl now.
  */
 #include "http/client.h"
+#include "http/client_int.h"
 
 #include <assert.h>
 #include <curl/curl.h>
@@ -36,19 +37,12 @@
 
 #define DEFAULT_MAX_CONNECTIONS 256
 #define DEFAULT_DNS_CACHE_S     300
-#define DEFAULT_CONNECT_S       10.0
+#define DEFAULT_CONNECT_S       AH_HTTP_DEFAULT_CONNECT_S
 #define DEFAULT_MAX_RESPONSE    (64u << 20)
-#define MAX_RESPONSE_HEAD       (64u << 10)
+#define MAX_RESPONSE_HEAD       AH_HTTP_MAX_RESPONSE_HEAD
 /* Buffers above these sizes are freed when a call is recycled rather than kept pooled. */
 #define KEEP_BODY_BYTES    (256u << 10)
 #define KEEP_REQUEST_BYTES (256u << 10)
-
-enum call_state {
-    CS_IDLE,    /* in the client's free list */
-    CS_PENDING, /* started from inside curl: waiting for run_pending to add it */
-    CS_ACTIVE,  /* added to the multi handle */
-    CS_DONE     /* on_done running, or cancelled and waiting to be reaped */
-};
 
 /*
  * One per socket curl asked us to watch, found by fd (cl->socks). A socket
@@ -57,80 +51,13 @@ enum call_state {
  * the next call on it needs no epoll_ctl (curl says CURL_POLL_REMOVE when a
  * call ends and CURL_POLL_IN when the next one waits for its answer).
  */
-typedef struct sockctx {
+struct sockctx {
     ah_http_client_t *cl;
     curl_socket_t fd;
     struct event *rev, *wev; /* separate, so IN <-> INOUT is one EPOLL_CTL_MOD */
     bool r_on, w_on;         /* added to the loop */
     bool watched;            /* curl wants events (between POLL_IN/OUT/INOUT and REMOVE) */
     bool ours;               /* opened by open_socket: close_socket frees the context */
-} sockctx_t;
-
-struct ah_http_call {
-    ah_http_client_t *cl;
-    CURL *easy;
-    ah_http_call_t *prev, *next; /* live list (or free list: next only) */
-    ah_http_call_t *pnext;       /* pending queue */
-    bool queued;                 /* on the pending queue */
-    bool release_on_pop;         /* finished while queued: release when popped */
-    enum call_state state;
-    bool in_multi;
-    bool cancelled;
-    bool headers_done;
-    bool stream;
-    bool want_pause;  /* the user asked for a pause */
-    bool curl_paused; /* we returned CURL_WRITEFUNC_PAUSE and have not unpaused yet */
-    bool fb_armed, total_armed;
-    struct event *fb_timer, *total_timer;
-
-    void (*on_headers)(ah_http_call_t *, int, void *);
-    void (*on_data)(ah_http_call_t *, const char *, size_t, void *);
-    void (*on_done)(ah_http_call_t *, int, void *);
-    void *ud;
-    size_t max_body;
-
-    /* Request: curl keeps pointers into these, so they live as long as the call. */
-    ah_buf_t req_body;
-    char *hdr_mem;
-    size_t hdr_mem_cap;
-    struct curl_slist *hdr_nodes;
-    size_t hdr_nodes_cap;
-
-    /* Response. */
-    int status;
-    ah_buf_t resp_head; /* "name\0value\0" pairs */
-    ah_buf_t body;
-    size_t body_bytes;
-    int abort_rc; /* why we aborted from a curl callback (-E2BIG, -ENOMEM) */
-    ah_http_timeout_kind_t tkind;
-    uint64_t start_ns, headers_ns;
-    char errbuf[CURL_ERROR_SIZE];
-    char msg[CURL_ERROR_SIZE + 64];
-};
-
-struct ah_http_client {
-    ah_loop_t *loop;
-    struct event_base *base;
-    CURLM *multi;
-    CURLSH *share;
-    struct event *timer_ev; /* curl's own timeout (CURLMOPT_TIMERFUNCTION) */
-    struct event *defer_ev; /* runs the pending queue from the loop */
-    char *user_agent;
-    size_t max_connections;
-    long dns_cache_s;
-    size_t max_idle;
-    ah_http_call_t *live;
-    ah_http_call_t *idle;
-    ah_http_call_t *pq_head, *pq_tail;
-    sockctx_t **socks; /* by fd */
-    size_t socks_cap;
-    int in_curl;  /* > 0 while inside curl_multi_socket_action / curl_easy_pause */
-    int cb_depth; /* > 0 while a user callback runs */
-    bool freeing;
-    bool proxy_env;      /* a proxy variable is set: curl looks them up per transfer */
-    uint64_t fd_warn_ns; /* last "out of file descriptors" warning */
-    long fd_warn_skipped;
-    ah_http_client_stats_t st;
 };
 
 /* ---- global ---- */
@@ -178,7 +105,7 @@ static void live_unlink(ah_http_client_t *cl, ah_http_call_t *c)
     c->prev = c->next = NULL;
 }
 
-static void enqueue(ah_http_call_t *c)
+void ah_http_call_enqueue(ah_http_call_t *c)
 {
     ah_http_client_t *cl = c->cl;
     if (!c->queued) {
@@ -202,6 +129,7 @@ static void call_destroy(ah_http_call_t *c)
     if (c->total_timer)
         event_free(c->total_timer);
     ah_buf_free(&c->req_body);
+    ah_buf_free(&c->req_head);
     ah_buf_free(&c->resp_head);
     ah_buf_free(&c->body);
     free(c->hdr_mem);
@@ -210,7 +138,7 @@ static void call_destroy(ah_http_call_t *c)
 }
 
 /* Returns a finished call to the free list (or frees it). Not while curl may still use it. */
-static void release(ah_http_call_t *c)
+void ah_http_call_release(ah_http_call_t *c)
 {
     ah_http_client_t *cl = c->cl;
     assert(!c->in_multi);
@@ -219,6 +147,8 @@ static void release(ah_http_call_t *c)
         return;
     }
     disarm_timers(c);
+    if (c->native)
+        ah_h1_forget(c);
     live_unlink(cl, c);
     cl->st.in_flight--;
     /* A handle left paused inside curl may hold buffered data: do not reuse it. */
@@ -234,6 +164,9 @@ static void release(ah_http_call_t *c)
     if (c->req_body.cap > KEEP_REQUEST_BYTES)
         ah_buf_free(&c->req_body);
     ah_buf_reset(&c->resp_head);
+    ah_buf_reset(&c->req_head);
+    if (c->req_head.cap > KEEP_REQUEST_BYTES)
+        ah_buf_free(&c->req_head);
     c->next = cl->idle;
     cl->idle = c;
     cl->st.idle_calls++;
@@ -368,7 +301,7 @@ static int on_sockopt(void *ud, curl_socket_t fd, curlsocktype purpose)
  * not connect). Said at warn level, at most once a second per client, since a
  * burst hits it once per call.
  */
-static void warn_out_of_fds(ah_http_client_t *cl, int err)
+void ah_http_client_warn_fds(ah_http_client_t *cl, int err)
 {
     uint64_t now = ah_mono_ns();
     if (cl->fd_warn_ns && now - cl->fd_warn_ns < 1000000000ull) {
@@ -524,7 +457,7 @@ static curl_socket_t open_socket(void *ud, curlsocktype purpose, struct curl_soc
     if (fd < 0) {
         int err = errno;
         if (err == EMFILE || err == ENFILE)
-            warn_out_of_fds(cl, err);
+            ah_http_client_warn_fds(cl, err);
         return CURL_SOCKET_BAD;
     }
     if (!sock_new(cl, fd, true)) {
@@ -608,11 +541,13 @@ static int map_result(ah_http_call_t *c, CURLcode res)
 }
 
 /* Ends a call with rc: runs on_done (unless cancelled) and recycles it. Outside curl only. */
-static void finish(ah_http_call_t *c, int rc)
+void ah_http_call_finish(ah_http_call_t *c, int rc)
 {
     ah_http_client_t *cl = c->cl;
     assert(cl->in_curl == 0);
     disarm_timers(c);
+    if (c->native)
+        ah_h1_detach(c); /* closes its connection mid-response, like curl does */
     if (c->in_multi) {
         curl_multi_remove_handle(cl->multi, c->easy); /* mid-transfer: closes the connection */
         c->in_multi = false;
@@ -627,7 +562,7 @@ static void finish(ah_http_call_t *c, int rc)
         c->on_done(c, rc, c->ud);
         cl->cb_depth--;
     }
-    release(c);
+    ah_http_call_release(c);
 }
 
 static void collect_done(ah_http_client_t *cl)
@@ -645,7 +580,7 @@ static void collect_done(ah_http_client_t *cl)
         c->in_multi = false;
         if (c->cancelled)
             continue; /* queued by cancel: run_pending releases it */
-        finish(c, map_result(c, res));
+        ah_http_call_finish(c, map_result(c, res));
     }
 }
 
@@ -657,7 +592,7 @@ static void on_first_byte_timeout(evutil_socket_t fd, short what, void *arg)
     c->fb_armed = false;
     c->tkind = AH_HTTP_TIMEOUT_FIRST_BYTE;
     snprintf(c->msg, sizeof(c->msg), "no response head within first_byte_timeout_s");
-    finish(c, -ETIMEDOUT);
+    ah_http_call_finish(c, -ETIMEDOUT);
 }
 
 static void on_total_timeout(evutil_socket_t fd, short what, void *arg)
@@ -668,7 +603,7 @@ static void on_total_timeout(evutil_socket_t fd, short what, void *arg)
     c->total_armed = false;
     c->tkind = AH_HTTP_TIMEOUT_TOTAL;
     snprintf(c->msg, sizeof(c->msg), "call did not finish within total_timeout_s");
-    finish(c, -ETIMEDOUT);
+    ah_http_call_finish(c, -ETIMEDOUT);
 }
 
 /* Does the work queued from inside curl or by pause/resume. Outside curl only. */
@@ -684,7 +619,7 @@ static void run_pending(ah_http_client_t *cl)
         c->pnext = NULL;
         if (c->release_on_pop) {
             c->release_on_pop = false;
-            release(c);
+            ah_http_call_release(c);
             continue;
         }
         if (c->cancelled) {
@@ -692,14 +627,18 @@ static void run_pending(ah_http_client_t *cl)
                 curl_multi_remove_handle(cl->multi, c->easy);
                 c->in_multi = false;
             }
-            release(c);
+            ah_http_call_release(c);
+            continue;
+        }
+        if (c->native) {
+            ah_h1_run_pending(c);
             continue;
         }
         if (c->state == CS_PENDING) {
             c->state = CS_ACTIVE;
             if (curl_multi_add_handle(cl->multi, c->easy) != CURLM_OK) {
                 snprintf(c->msg, sizeof(c->msg), "curl_multi_add_handle failed");
-                finish(c, -ENOMEM);
+                ah_http_call_finish(c, -ENOMEM);
                 continue;
             }
             c->in_multi = true;
@@ -736,6 +675,18 @@ static bool proxy_in_env(void)
     return false;
 }
 
+/* The variables curl reads for http:// URLs: with one set, http:// calls stay on curl. */
+static bool http_proxy_in_env(void)
+{
+    static const char *const names[] = {"http_proxy", "all_proxy", "ALL_PROXY"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        const char *v = getenv(names[i]);
+        if (v && *v)
+            return true;
+    }
+    return false;
+}
+
 ah_http_client_t *ah_http_client_new(ah_loop_t *loop, const ah_http_client_opts_t *opts)
 {
     ah_http_client_opts_t o = {0};
@@ -753,8 +704,10 @@ ah_http_client_t *ah_http_client_new(ah_loop_t *loop, const ah_http_client_opts_
     cl->max_connections = o.max_connections ? o.max_connections : DEFAULT_MAX_CONNECTIONS;
     cl->dns_cache_s = o.dns_cache_s ? o.dns_cache_s : DEFAULT_DNS_CACHE_S;
     cl->max_idle = o.max_idle_calls ? o.max_idle_calls : cl->max_connections;
+    cl->max_host_connections = o.max_host_connections;
     cl->user_agent = strdup(o.user_agent ? o.user_agent : "agenthub/" AH_VERSION);
     cl->proxy_env = proxy_in_env();
+    cl->native_ok = !o.curl_only && !http_proxy_in_env();
     cl->multi = curl_multi_init();
     cl->share = curl_share_init();
     cl->timer_ev = evtimer_new(cl->base, on_curl_timer, cl);
@@ -790,6 +743,8 @@ void ah_http_client_free(ah_http_client_t *cl)
     while (cl->live) {
         ah_http_call_t *c = cl->live;
         disarm_timers(c);
+        if (c->native)
+            ah_h1_detach(c);
         if (c->in_multi)
             curl_multi_remove_handle(cl->multi, c->easy);
         live_unlink(cl, c);
@@ -800,6 +755,7 @@ void ah_http_client_free(ah_http_client_t *cl)
         cl->idle = c->next;
         call_destroy(c);
     }
+    ah_h1_free(cl);
     if (cl->multi)
         curl_multi_cleanup(cl->multi); /* may still call sock_cb/timer_cb: cl stays valid */
     if (cl->share)
@@ -824,7 +780,8 @@ void ah_http_client_stats(const ah_http_client_t *cl, ah_http_client_stats_t *st
 
 /* ---- calls ---- */
 
-/* A new call with its easy handle and the options that never change. */
+/* A new call object: buffers and deadline timers (the easy handle comes with the first curl call).
+ */
 static ah_http_call_t *call_create(ah_http_client_t *cl)
 {
     ah_http_call_t *c = calloc(1, sizeof(*c));
@@ -832,15 +789,27 @@ static ah_http_call_t *call_create(ah_http_client_t *cl)
         return NULL;
     c->cl = cl;
     ah_buf_init(&c->req_body, 0);
+    ah_buf_init(&c->req_head, 0);
     ah_buf_init(&c->resp_head, MAX_RESPONSE_HEAD);
     ah_buf_init(&c->body, 0);
-    c->easy = curl_easy_init();
     c->fb_timer = evtimer_new(cl->base, on_first_byte_timeout, c);
     c->total_timer = evtimer_new(cl->base, on_total_timeout, c);
-    if (!c->easy || !c->fb_timer || !c->total_timer) {
+    if (!c->fb_timer || !c->total_timer) {
         call_destroy(c);
         return NULL;
     }
+    return c;
+}
+
+/* The call's easy handle with the options that never change: made the first time it goes to curl.
+ */
+static int easy_setup(ah_http_call_t *c)
+{
+    ah_http_client_t *cl = c->cl;
+    if (c->easy)
+        return 0;
+    if (!(c->easy = curl_easy_init()))
+        return -ENOMEM;
     CURL *e = c->easy;
     curl_easy_setopt(e, CURLOPT_PRIVATE, c);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
@@ -876,7 +845,7 @@ static ah_http_call_t *call_create(ah_http_client_t *cl)
      */
     if (!cl->proxy_env)
         curl_easy_setopt(e, CURLOPT_PROXY, "");
-    return c;
+    return 0;
 }
 
 static bool method_ok(const char *m)
@@ -929,13 +898,33 @@ static int set_headers(ah_http_call_t *c, const char *const *hdrs)
     return 0;
 }
 
+/*
+ * Copies the request body into the call (both paths send it from there). A
+ * request has one when given one, or for POST, PUT and PATCH (maybe empty);
+ * HEAD never does. Sets *has_body.
+ */
+static int copy_body(ah_http_call_t *c, const ah_http_call_opts_t *o, const char *m, bool *has_body)
+{
+    ah_buf_reset(&c->req_body);
+    *has_body =
+        strcmp(m, "HEAD") != 0 && (o->body != NULL || o->body_len > 0 || strcmp(m, "POST") == 0 ||
+                                   strcmp(m, "PUT") == 0 || strcmp(m, "PATCH") == 0);
+    if (!*has_body)
+        return 0;
+    if (o->body_len && !o->body)
+        return -EINVAL;
+    int rc = ah_buf_append(&c->req_body, o->body_len ? o->body : "", o->body_len);
+    return rc == -E2BIG ? -EINVAL : rc;
+}
+
 static int set_method_and_body(ah_http_call_t *c, const ah_http_call_opts_t *o)
 {
     CURL *e = c->easy;
     const char *m = o->method ? o->method : "GET";
-    bool has_body = o->body != NULL || o->body_len > 0 || strcmp(m, "POST") == 0 ||
-                    strcmp(m, "PUT") == 0 || strcmp(m, "PATCH") == 0;
-    ah_buf_reset(&c->req_body);
+    bool has_body;
+    int rc = copy_body(c, o, m, &has_body);
+    if (rc)
+        return rc;
     /* Every method option is set each time: the handle remembers the previous call's. */
     curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
     if (strcmp(m, "HEAD") == 0) {
@@ -944,11 +933,6 @@ static int set_method_and_body(ah_http_call_t *c, const ah_http_call_opts_t *o)
         return 0;
     }
     if (has_body) {
-        if (o->body_len && !o->body)
-            return -EINVAL;
-        int rc = ah_buf_append(&c->req_body, o->body_len ? o->body : "", o->body_len);
-        if (rc)
-            return rc == -E2BIG ? -EINVAL : rc;
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body_len);
         /* Referenced, not copied by curl: small bodies go out in the same packet as the head. */
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->req_body.data ? c->req_body.data : "");
@@ -988,10 +972,27 @@ int ah_http_call_start(ah_http_client_t *cl, const ah_http_call_opts_t *o, ah_ht
     c->tkind = AH_HTTP_TIMEOUT_NONE;
     c->headers_ns = 0;
     c->errbuf[0] = c->msg[0] = '\0';
+    c->native = cl->native_ok && ah_h1_supports(cl, o->url);
+    c->busy = c->h1_paused = c->h1_resume = c->waiting = c->retried = false;
+    c->deferred_rc = 0;
+    c->host = NULL;
+    c->conn = NULL;
+    c->wnext = NULL;
 
-    int rc = set_headers(c, o->headers);
-    if (rc == 0)
-        rc = set_method_and_body(c, o);
+    int rc;
+    if (c->native) {
+        const char *m = o->method ? o->method : "GET";
+        bool has_body;
+        rc = copy_body(c, o, m, &has_body);
+        if (rc == 0)
+            rc = ah_h1_prepare(c, o, m, has_body);
+    } else {
+        rc = easy_setup(c);
+        if (rc == 0)
+            rc = set_headers(c, o->headers);
+        if (rc == 0)
+            rc = set_method_and_body(c, o);
+    }
     if (rc) {
         if (cl->st.idle_calls < cl->max_idle) {
             c->next = cl->idle;
@@ -1002,13 +1003,16 @@ int ah_http_call_start(ah_http_client_t *cl, const ah_http_call_opts_t *o, ah_ht
         }
         return rc;
     }
-    CURL *e = c->easy;
-    curl_easy_setopt(e, CURLOPT_URL, o->url);
     double ct = o->connect_timeout_s > 0 ? o->connect_timeout_s : DEFAULT_CONNECT_S;
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(ct * 1000.0 + 0.5));
-    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->max_body);
-    /* https: wait for ALPN rather than open a second connection while HTTP/2 is negotiated. */
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, strncasecmp(o->url, "https:", 6) == 0 ? 1L : 0L);
+    c->connect_s = ct;
+    if (!c->native) {
+        CURL *e = c->easy;
+        curl_easy_setopt(e, CURLOPT_URL, o->url);
+        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(ct * 1000.0 + 0.5));
+        curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->max_body);
+        /* https: wait for ALPN rather than open a second connection while HTTP/2 is negotiated. */
+        curl_easy_setopt(e, CURLOPT_PIPEWAIT, strncasecmp(o->url, "https:", 6) == 0 ? 1L : 0L);
+    }
 
     c->start_ns = ah_mono_ns();
     if (o->first_byte_timeout_s > 0) {
@@ -1025,9 +1029,13 @@ int ah_http_call_start(ah_http_client_t *cl, const ah_http_call_opts_t *o, ah_ht
     cl->live = c;
     cl->st.in_flight++;
     cl->st.started++;
-    if (cl->in_curl) {
+    if (c->native) {
+        cl->st.native++;
+        c->state = CS_ACTIVE;
+        ah_h1_dispatch(c); /* sends now when it can; failures reach on_done from the loop */
+    } else if (cl->in_curl) {
         c->state = CS_PENDING; /* curl_multi_add_handle is not allowed inside curl callbacks */
-        enqueue(c);
+        ah_http_call_enqueue(c);
     } else if (curl_multi_add_handle(cl->multi, c->easy) == CURLM_OK) {
         c->state = CS_ACTIVE;
         c->in_multi = true;
@@ -1053,16 +1061,23 @@ void ah_http_call_cancel(ah_http_call_t *c)
     c->state = CS_DONE;
     cl->st.cancelled++;
     disarm_timers(c);
+    if (c->native) {
+        if (c->busy)
+            return; /* its read frame closes the connection and releases it after the callback */
+        ah_h1_detach(c);
+        ah_http_call_release(c);
+        return;
+    }
     if (cl->in_curl && c->in_multi) {
         /* Inside curl: its write/header callbacks now return 0, and run_pending reaps it. */
-        enqueue(c);
+        ah_http_call_enqueue(c);
         return;
     }
     if (c->in_multi) {
         curl_multi_remove_handle(cl->multi, c->easy); /* premature: closes the connection */
         c->in_multi = false;
     }
-    release(c); /* deferred to run_pending if the call is on the queue */
+    ah_http_call_release(c); /* deferred to run_pending if the call is on the queue */
 }
 
 void ah_http_call_pause(ah_http_call_t *c)
@@ -1075,8 +1090,11 @@ void ah_http_call_resume(ah_http_call_t *c)
     if (!c->want_pause)
         return;
     c->want_pause = false;
-    if (c->curl_paused)
-        enqueue(c); /* unpause from the loop, so on_data never runs inside this function */
+    if (c->native)
+        ah_h1_resume(c);
+    else if (c->curl_paused)
+        ah_http_call_enqueue(
+            c); /* unpause from the loop, so on_data never runs inside this function */
 }
 
 int ah_http_call_set_stream(ah_http_call_t *c, bool stream)

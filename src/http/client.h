@@ -1,7 +1,10 @@
 /*
- * client.h - the upstream HTTP client: one libcurl multi handle driven by one
- * worker's event loop (curl's multi_socket API on libevent), for the LLM
- * gateway's provider calls and anything else that talks HTTP out of a worker.
+ * client.h - the upstream HTTP client driven by one worker's event loop, for
+ * the LLM gateway's provider calls and anything else that talks HTTP out of a
+ * worker. Plain http:// to an IP literal or localhost takes a native
+ * keep-alive HTTP/1.1 path; everything else (https://, host names, proxies)
+ * goes through one libcurl multi handle (curl's multi_socket API on
+ * libevent). Both keep the contract below.
  *
  * Threads: one ah_http_client_t per loop. A client and every call it made are
  * used only on that loop's thread; nothing here blocks the loop (DNS runs on
@@ -19,9 +22,10 @@
  * on_done), cancel any call (including this one), pause or resume. You may not
  * free the client from a callback.
  *
- * Performance: calls and their curl easy handles are pooled per client, and
- * connections stay open in a keep-alive pool (HTTP/1.1 for http://, HTTP/2
- * when an https:// server offers it). See docs/internals/client.md.
+ * Performance: call objects (and their curl easy handles) are pooled per
+ * client, and connections stay open in keep-alive pools (HTTP/1.1 for
+ * http://, HTTP/2 when an https:// server offers it). See
+ * docs/internals/client.md.
  */
 #ifndef AH_HTTP_CLIENT_H
 #define AH_HTTP_CLIENT_H
@@ -44,11 +48,12 @@ typedef enum ah_http_timeout_kind {
 } ah_http_timeout_kind_t;
 
 typedef struct ah_http_client_opts {
-    size_t max_connections;      /* keep-alive pool size (CURLMOPT_MAXCONNECTS); 0 = 256 */
-    size_t max_host_connections; /* per host:port; 0 = no limit (over it, calls queue in curl) */
+    size_t max_connections;      /* idle keep-alive pool size (per path); 0 = 256 */
+    size_t max_host_connections; /* per host:port; 0 = no limit (over it, calls queue) */
     const char *user_agent;      /* NULL = "agenthub/<version>"; copied */
     long dns_cache_s;            /* how long a resolved name is reused; 0 = 300, -1 = forever */
     size_t max_idle_calls;       /* finished call objects kept for reuse; 0 = max_connections */
+    bool curl_only; /* every call through libcurl, none on the native http:// path (comparisons) */
 } ah_http_client_opts_t;
 
 typedef struct ah_http_call_opts {
@@ -93,7 +98,8 @@ typedef struct ah_http_client_stats {
     uint64_t failed;      /* on_done calls with rc != 0 */
     uint64_t cancelled;   /* ah_http_call_cancel on a call in flight */
     uint64_t connections; /* TCP connections opened (reuse keeps this low) */
-    uint64_t wakeups;     /* times the loop drove curl (socket or timer events) */
+    uint64_t wakeups;     /* times the loop drove a call (socket or timer events) */
+    uint64_t native;      /* calls started on the native http:// path (not libcurl) */
     size_t in_flight;     /* calls started and not yet finished */
     size_t idle_calls;    /* pooled call objects ready for reuse */
 } ah_http_client_stats_t;
