@@ -439,6 +439,9 @@ int ah_store_run_list_summary(ah_db_t *db, const ah_run_filter_t *f,
 
 /* ---- events ---- */
 
+/* Rows per INSERT of ah_store_run_events_append: one statement text per count, all cached. */
+#define EVENTS_PER_INSERT 8
+
 int ah_store_run_events_append(ah_db_t *db, const ah_run_event_t *ev, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -446,18 +449,34 @@ int ah_store_run_events_append(ah_db_t *db, const ah_run_event_t *ev, size_t n)
             !ev[i].type[0] || ev[i].seq <= 0)
             return -EINVAL;
     }
-    for (size_t i = 0; i < n; i++) {
-        ah_db_val_t a[5] = {
-            ah_db_text(ev[i].run_id), ah_db_int(ev[i].seq),
-            ah_db_text(ev[i].type),   ah_db_text(ev[i].data ? ev[i].data : "{}"),
-            ah_db_int(ev[i].ts),
-        };
-        int rc = ah_db_query(db,
-                             "INSERT INTO run_events (run_id, seq, type, data, ts) "
-                             "VALUES (?, ?, ?, ?, ?)",
-                             a, 5, NULL, NULL);
+    /* A step's events in one statement (up to 8 rows each): one statement for the server
+     * to run instead of one per event. */
+    for (size_t i = 0; i < n;) {
+        size_t m = n - i < EVENTS_PER_INSERT ? n - i : EVENTS_PER_INSERT;
+        static const char head[] = "INSERT INTO run_events (run_id, seq, type, data, ts) VALUES "
+                                   "(?, ?, ?, ?, ?)",
+                          more[] = ", (?, ?, ?, ?, ?)";
+        char sql[sizeof(head) + (EVENTS_PER_INSERT - 1) * (sizeof(more) - 1)];
+        size_t len = sizeof(head) - 1;
+        memcpy(sql, head, len);
+        ah_db_val_t a[EVENTS_PER_INSERT * 5];
+        for (size_t r = 0; r < m; r++) {
+            const ah_run_event_t *e = &ev[i + r];
+            if (r > 0) {
+                memcpy(sql + len, more, sizeof(more) - 1);
+                len += sizeof(more) - 1;
+            }
+            a[r * 5 + 0] = ah_db_text(e->run_id);
+            a[r * 5 + 1] = ah_db_int(e->seq);
+            a[r * 5 + 2] = ah_db_text(e->type);
+            a[r * 5 + 3] = ah_db_text(e->data ? e->data : "{}");
+            a[r * 5 + 4] = ah_db_int(e->ts);
+        }
+        sql[len] = '\0';
+        int rc = ah_db_query(db, sql, a, (int)(m * 5), NULL, NULL);
         if (rc < 0)
             return rc;
+        i += m;
     }
     return 0;
 }

@@ -29,6 +29,7 @@
 #define MAX_BATCH_DEFAULT 256
 #define MAX_BATCH_LIMIT   10000
 #define JOB_SAVEPOINT     "ah_job"
+#define GROUP_SAVEPOINT   "ah_group"
 
 typedef struct job {
     struct job *next;
@@ -38,6 +39,7 @@ typedef struct job {
     void *arg;
     unsigned flags;
     int rc;
+    bool skip; /* failed in a pipelined group: not run again */
 } job_t;
 
 typedef struct worker {
@@ -152,52 +154,157 @@ static void fail_batch(job_t *jobs, int rc)
         j->rc = rc;
 }
 
-/* Rolls back to and releases the innermost job savepoint: 0 or the error that breaks the batch. */
-static int undo_job(ah_db_t *db)
+/* Rolls back to and releases savepoint name: 0 or the error that breaks the batch. */
+static int undo_to(ah_db_t *db, const char *name)
 {
-    int sp = ah_db_rollback_to(db, JOB_SAVEPOINT);
-    return sp == 0 ? ah_db_release(db, JOB_SAVEPOINT) : sp;
+    int sp = ah_db_rollback_to(db, name);
+    return sp == 0 ? ah_db_release(db, name) : sp;
 }
 
+typedef struct batch {
+    ah_db_t *db;
+    job_t **v; /* the jobs, by index */
+    int n;
+    int group;     /* first job of the open pipelined group; -1: none open */
+    bool pipeline; /* groups allowed: until the batch's first failure in one */
+    int broken;    /* the error that fails every job of the batch; 0 */
+} batch_t;
+
 /*
- * A held-back statement of job k failed after k returned: the server skipped
- * everything after it, so k's savepoint is the innermost one left. k fails
- * alone; the caller runs the jobs after it again. 0, or the error that breaks
- * the batch (a statement outside any job failed, or the undo did).
+ * Job k of the open group failed with rc, in its work or in a held-back
+ * statement the server ran later: the group is rolled back to its savepoint,
+ * k fails, and the rest of the batch runs one job at a time, starting again
+ * at the group's first job (k excepted). Returns that index.
  */
-static int fail_late(ah_db_t *db, job_t **v, int n, int k, int rc)
+static int group_failed(batch_t *b, int k, int rc)
 {
-    if (k < 0 || k >= n)
-        return rc < 0 ? rc : -EIO;
-    v[k]->rc = rc < 0 ? rc : -EIO;
-    return undo_job(db);
+    int first = b->group;
+    b->group = -1;
+    b->pipeline = false;
+    ah_db_job_tag(b->db, -1);
+    if (first < 0 || k < first || k >= b->n) { /* a statement outside any job */
+        b->broken = rc < 0 ? rc : -EIO;
+        return b->n;
+    }
+    b->v[k]->rc = rc < 0 ? rc : -EIO;
+    b->v[k]->skip = true;
+    int sp = undo_to(b->db, GROUP_SAVEPOINT);
+    if (sp < 0)
+        b->broken = sp;
+    return first;
 }
 
 /*
- * One group-commit transaction. A job that fails (rc < 0) is rolled back to
- * its savepoint alone. If the transaction itself breaks (savepoint error, or
- * the backend aborted it), or BEGIN/COMMIT fails, no job took effect and every
- * job gets that error.
+ * Before a job that runs alone, and at the end: sends what the open group
+ * holds back and releases its savepoint. Returns -1, or the index to go on
+ * from when a job of the group failed (group_failed).
+ */
+static int group_close(batch_t *b)
+{
+    if (b->group < 0)
+        return -1;
+    (void)ah_db_flush_deferred(b->db);
+    int k, rc;
+    if (ah_db_batch_failed(b->db, &k, &rc))
+        return group_failed(b, k, rc);
+    ah_db_job_tag(b->db, -1);
+    int sp = ah_db_release(b->db, GROUP_SAVEPOINT);
+    if (sp < 0)
+        b->broken = sp;
+    b->group = -1;
+    return -1;
+}
+
+/*
+ * A job of a pipelined group: no savepoint of its own, its held-back
+ * statements left for later. Returns the index to go on from.
+ */
+static int run_grouped(batch_t *b, int i)
+{
+    job_t *j = b->v[i];
+    if (b->group < 0) {
+        ah_db_job_tag(b->db, -1);
+        int sp = ah_db_savepoint(b->db, GROUP_SAVEPOINT);
+        if (sp < 0) {
+            b->broken = sp;
+            return b->n;
+        }
+        b->group = i;
+    }
+    ah_db_job_tag(b->db, i);
+    j->rc = j->work(b->db, j->arg);
+    ah_db_defer_writes(b->db, false);
+    int k = i, rc = j->rc, lk, lrc;
+    if (j->rc < 0)
+        (void)ah_db_flush_deferred(b->db); /* an earlier job's failure there comes first */
+    if (ah_db_batch_failed(b->db, &lk, &lrc)) {
+        if (lk != i || j->rc >= 0) {
+            k = lk;
+            rc = lrc;
+        }
+    } else if (j->rc >= 0) {
+        if (!ah_db_in_txn(b->db))
+            b->broken = -EIO; /* the job committed/rolled back itself */
+        return i + 1;
+    }
+    return group_failed(b, k, rc);
+}
+
+/* A job in its own savepoint, its statements sent before the next job: it runs once. */
+static void run_alone(batch_t *b, int i)
+{
+    job_t *j = b->v[i];
+    ah_db_t *db = b->db;
+    ah_db_job_tag(db, i);
+    int sp = ah_db_savepoint(db, JOB_SAVEPOINT);
+    if (sp < 0) {
+        b->broken = sp;
+        return;
+    }
+    j->rc = j->work(db, j->arg);
+    ah_db_defer_writes(db, false);
+    int f = ah_db_flush_deferred(db); /* a deferred write fails its own job */
+    if (j->rc >= 0 && f < 0)
+        j->rc = f;
+    int k, rc;
+    if (ah_db_batch_failed(db, &k, &rc) && j->rc >= 0)
+        j->rc = k == i ? rc : -EIO;
+    ah_db_job_tag(db, -1);
+    sp = j->rc < 0 ? undo_to(db, JOB_SAVEPOINT) : ah_db_release(db, JOB_SAVEPOINT);
+    if (sp < 0)
+        b->broken = sp;
+    else if (!ah_db_in_txn(db))
+        b->broken = -EIO; /* the job committed/rolled back itself, or the backend aborted */
+}
+
+/*
+ * One group-commit transaction. A job that fails (rc < 0) is rolled back
+ * alone. If the transaction itself breaks (savepoint error, or the backend
+ * aborted it), or BEGIN/COMMIT fails, no job took effect and every job gets
+ * that error.
  *
- * Pipelining (PostgreSQL, jobs submitted with AH_STORE_PIPELINE): such a
- * job's held-back statements are not sent when it returns; they go out with
- * a later statement (a later job's that needs its result, or the end of the
- * batch), so a batch of them costs a few round trips. A statement that fails
- * there belongs to an earlier job k (ah_db_batch_failed tells which): k is
- * rolled back to its savepoint and fails, and the jobs after it, whose
- * statements the server skipped, run again, from then on one at a time (each
- * flushed as it returns), so a batch runs a job at most twice. Jobs without
- * the flag are never run again: what earlier jobs hold back is settled before
- * they start and their own statements are sent before the next job.
+ * Jobs run alone by default: each in its own savepoint (SAVEPOINT ah_job ...
+ * RELEASE or ROLLBACK TO), its held-back statements sent as it returns.
+ *
+ * Pipelined groups (PostgreSQL: ah_db_can_pipeline; consecutive jobs
+ * submitted with AH_STORE_PIPELINE): one savepoint for the group, none per
+ * job, and a job's held-back statements are not sent when it returns; they
+ * go out with a later statement (one that needs its answer, or the end of
+ * the group), so a group costs a few round trips and two savepoint commands
+ * in all. A failure, in a job's work or in a statement the server ran later
+ * (ah_db_batch_failed tells whose), rolls the group back to its savepoint:
+ * that job fails, and the group's other jobs run again, now alone, as does
+ * the rest of the batch. So a job runs at most twice, and one without the
+ * flag exactly once (the open group is settled before it starts).
  */
 static void run_batch(worker_t *w, job_t *jobs, int n)
 {
     ah_store_t *s = w->s;
+    batch_t b = {.db = w->db, .v = w->batch, .n = n, .group = -1};
     ah_db_t *db = w->db;
-    job_t **v = w->batch;
     int nv = 0;
     for (job_t *j = jobs; j; j = j->next)
-        v[nv++] = j;
+        b.v[nv++] = j;
     count(&s->batches, 1);
     ah_db_job_tag(db, -1);
     int rc = ah_db_begin(db, true);
@@ -207,67 +314,27 @@ static void run_batch(worker_t *w, job_t *jobs, int n)
         fail_batch(jobs, rc);
         return;
     }
-    bool pipeline = ah_db_can_pipeline(db);
-    int broken = 0, k, frc;
-    for (int i = 0; !broken;) {
-        if (i == n) {
-            /* What the last jobs hold back goes out now; a failure there sends us back. */
-            (void)ah_db_flush_deferred(db);
-            if (!ah_db_batch_failed(db, &k, &frc))
+    b.pipeline = ah_db_can_pipeline(db);
+    for (int i = 0; !b.broken;) {
+        bool grouped = i < n && b.pipeline && (b.v[i]->flags & AH_STORE_PIPELINE);
+        if (!grouped) {
+            int back = group_close(&b);
+            if (back >= 0) {
+                i = back;
+                continue;
+            }
+            if (i == n || b.broken)
                 break;
-            broken = fail_late(db, v, n, k, frc);
-            pipeline = false;
-            i = k + 1;
-            continue;
         }
-        job_t *j = v[i];
-        bool pipe = pipeline && (j->flags & AH_STORE_PIPELINE);
-        if (!pipe) {
-            /* Settle what earlier jobs hold back: this job must not run twice. */
-            (void)ah_db_flush_deferred(db);
-            if (ah_db_batch_failed(db, &k, &frc)) {
-                broken = fail_late(db, v, n, k, frc);
-                pipeline = false;
-                i = k + 1;
-                continue;
-            }
-        }
-        ah_db_job_tag(db, i);
-        int sp = ah_db_savepoint(db, JOB_SAVEPOINT);
-        if (sp < 0) {
-            broken = sp;
-            break;
-        }
-        j->rc = j->work(db, j->arg);
-        ah_db_defer_writes(db, false);
-        if (!pipe || j->rc < 0) {
-            int f = ah_db_flush_deferred(db); /* a deferred write fails its own job */
-            if (j->rc >= 0 && f < 0)
-                j->rc = f;
-        }
-        if (ah_db_batch_failed(db, &k, &frc)) {
-            if (k != i) { /* an earlier job's statement: that job fails, this one runs again */
-                ah_db_job_tag(db, -1);
-                broken = fail_late(db, v, n, k, frc);
-                pipeline = false;
-                i = k + 1;
-                continue;
-            }
-            if (j->rc >= 0)
-                j->rc = frc;
-        }
-        ah_db_job_tag(db, -1);
-        if (j->rc < 0)
-            sp = undo_job(db);
+        if (b.v[i]->skip)
+            i++;
+        else if (grouped)
+            i = run_grouped(&b, i);
         else
-            sp = ah_db_release(db, JOB_SAVEPOINT);
-        if (sp < 0)
-            broken = sp;
-        else if (!ah_db_in_txn(db))
-            broken = -EIO; /* the job committed/rolled back itself, or the backend aborted */
-        i++;
+            run_alone(&b, i++);
     }
     ah_db_job_tag(db, -1);
+    int broken = b.broken;
     if (!broken) {
         rc = ah_db_commit(db);
         if (rc == 0) {
@@ -499,7 +566,7 @@ int ah_store_submit(ah_store_t *s, unsigned flags, ah_store_work_fn work, ah_sto
     job_t *j = malloc(sizeof(*j));
     if (!j)
         return -ENOMEM;
-    *j = (job_t){NULL, work, done, loop, arg, flags, 0};
+    *j = (job_t){NULL, work, done, loop, arg, flags, 0, false};
 
     pthread_mutex_lock(&w->mu);
     int rc = 0;

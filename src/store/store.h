@@ -38,13 +38,13 @@ typedef struct ah_store ah_store_t;
 #define AH_STORE_WRITE 0x2u /* writer connection, inside a group-commit transaction + savepoint */
 #define AH_STORE_NOTXN 0x4u /* with WRITE: run alone, outside any transaction (migrations) */
 /*
- * With WRITE: the job's held-back statements (deferred writes) need not be
- * sent before the next job runs, so a batch of such jobs costs a few round
- * trips on PostgreSQL instead of one per job. The price: when a statement of
- * an earlier job of the batch fails after that job returned, this job's work
- * runs again (its statements were skipped). So work must touch nothing but
- * the database and its arg, and give the same result when run again from the
- * start (reset what it fills in). See docs/internals/store.md.
+ * With WRITE: consecutive such jobs run as one group on PostgreSQL (one
+ * savepoint, held-back statements not sent as each job returns), so a batch
+ * of them costs a few round trips instead of one per job. The price: when a
+ * job of the group fails (in its work, or a held-back statement later), the
+ * group is rolled back and its other jobs run again. So work must touch
+ * nothing but the database and its arg, and give the same result when run
+ * again from the start (reset what it fills in). docs/internals/store.md.
  */
 #define AH_STORE_PIPELINE 0x8u
 

@@ -929,7 +929,8 @@ static void suite_test_group_commit(void **state)
 
 /*
  * Job i by i % 10: 3 inserts a duplicate key (-EEXIST), 7 inserts its row and
- * then fences on a missing one (-ESTALE), 9 is a plain write job (not
+ * then fences on a missing one (-ESTALE), 5 writes its row and then gives up
+ * (-ECANCELED, no statement failed), 9 is a plain write job (not
  * pipelined), 8 also adds 10 to job i-2's row (written earlier in the same
  * batch or before), the others insert row i and add 1 to it. Pipelined jobs
  * defer everything, so on PostgreSQL their failures surface after they
@@ -955,6 +956,8 @@ static int suite_pl_work(ah_db_t *db, void *arg)
             rc = ah_db_write_one(db, bump, b, 2, -ESTALE);
         }
     }
+    if (rc == 0 && j->i % 10 == 5)
+        return -ECANCELED;
     return rc < 0 ? rc : j->i;
 }
 
@@ -1025,6 +1028,8 @@ static void suite_test_pipeline(void **state)
             assert_int_equal(jobs[i].rc, -EEXIST);
         } else if (i % 10 == 7) {
             assert_int_equal(jobs[i].rc, -ESTALE);
+        } else if (i % 10 == 5) {
+            assert_int_equal(jobs[i].rc, -ECANCELED);
         } else {
             assert_int_equal(jobs[i].rc, i);
             ok++;
@@ -1039,7 +1044,8 @@ static void suite_test_pipeline(void **state)
     else
         assert_int_equal(twice, 0);
     assert_int_equal(suite_count(s, "SELECT COUNT(*) FROM pl WHERE k < 100000"), ok);
-    assert_int_equal(suite_count(s, "SELECT COUNT(*) FROM pl WHERE k % 10 = 3 OR k % 10 = 7"), 0);
+    assert_int_equal(
+        suite_count(s, "SELECT COUNT(*) FROM pl WHERE k % 10 = 3 OR k % 10 = 5 OR k % 10 = 7"), 0);
     /* Each effect once: v = 1 per row, + 10 for the rows job i+2 (i % 10 == 8) bumped. */
     assert_int_equal(suite_count(s, "SELECT COUNT(*) FROM pl WHERE k < 100000 AND k % 10 <> 6 "
                                     "AND v <> 1"),
@@ -1808,6 +1814,30 @@ static void suite_test_runs(void **state)
     assert_int_equal(j->seqs[0], 2);
     assert_string_equal(j->data[0], "{\"delta\":\"He\"}");
     assert_string_equal(j->data[1], "{}");
+    /* more events than one INSERT carries (8): all land, in order */
+    ah_run_event_t many[11];
+    memset(many, 0, sizeof(many));
+    for (int i = 0; i < 11; i++) {
+        snprintf(many[i].run_id, sizeof(many[i].run_id), "run_1");
+        snprintf(many[i].type, sizeof(many[i].type), "tool.result");
+        many[i].seq = 10 + i;
+        many[i].ts = 3000 + i;
+    }
+    j->ev = many;
+    j->nev = 11;
+    assert_int_equal(suite_run_call(s, AH_STORE_WRITE, j, 4), 0);
+    assert_int_equal(suite_run_call(s, AH_STORE_READ, j, 5), 0);
+    assert_int_equal(j->n, 13);
+    assert_int_equal(j->seqs[2], 10);
+    assert_int_equal(j->seqs[12], 20);
+    /* a duplicate in the second INSERT takes the first one back too (one job) */
+    many[9].seq = 30;
+    many[10].seq = 12;
+    for (int i = 0; i < 9; i++)
+        many[i].seq = 40 + i;
+    assert_int_equal(suite_run_call(s, AH_STORE_WRITE, j, 4), -EEXIST);
+    assert_int_equal(suite_run_call(s, AH_STORE_READ, j, 5), 0);
+    assert_int_equal(j->n, 13);
     free(j);
     ah_store_close(s);
 }
