@@ -33,6 +33,7 @@ typedef struct queue_worker {
     ah_loop_t *loop;
     struct event *timer;
     bool claiming, beating, purging;
+    bool stopped; /* ah_queue_stop: the timer is off for good */
     int64_t next_beat_ms, next_purge_ms, next_depth_ms;
 } queue_worker_t;
 
@@ -329,7 +330,9 @@ static void claim_done(int rc, void *arg)
         else
             ah_log(AH_LOG_WARN, "queue", "taking over a run whose owner stopped",
                    AH_LF_STR("run_id", r->id), AH_LF_INT("attempt", r->attempt), AH_LF_END);
-        int prc = ah_runtime_resume(qw->rt, qw->loop, r);
+        /* Shutting down: the claim is handed back with the others (ah_runtime_hand_back). */
+        int prc =
+            qw->stopped || ah_runtime_draining(qw->rt) ? 0 : ah_runtime_resume(qw->rt, qw->loop, r);
         if (prc == -EBUSY)
             release_claim(qw, r->id); /* the agent is at its concurrency limit: back to the queue */
         else if (prc)
@@ -524,6 +527,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 static void arm(queue_worker_t *qw, double secs)
 {
+    if (qw->stopped)
+        return;
     struct timeval tv = {(time_t)secs, (suseconds_t)((secs - (double)(time_t)secs) * 1e6)};
     evtimer_add(qw->timer, &tv);
 }
@@ -557,6 +562,15 @@ int ah_queue_attach(ah_runtime_t *rt, ah_loop_t *loop)
     tl_queue = qw;
     arm(qw, ah_runtime_config(rt)->runs.claim_interval_s);
     return 0;
+}
+
+void ah_queue_stop(ah_runtime_t *rt)
+{
+    queue_worker_t *qw = tl_queue;
+    if (!qw || qw->rt != rt)
+        return;
+    qw->stopped = true;
+    evtimer_del(qw->timer);
 }
 
 void ah_queue_detach(ah_runtime_t *rt)

@@ -21,7 +21,14 @@
  */
 int ah_queue_attach(ah_runtime_t *rt, ah_loop_t *loop);
 
-/** Stops this loop's timer (on the loop's thread, before ah_runtime_detach). */
+/**
+ * Stops this loop's timer for good (shutdown, on the loop's thread): no more
+ * claims, heartbeats or purges start here, and a claim still in flight is not
+ * started (the replica's hand-back releases it). Then settle the loop.
+ */
+void ah_queue_stop(ah_runtime_t *rt);
+
+/** Frees this loop's claimer (on the loop's thread, after ah_queue_stop and the settle). */
 void ah_queue_detach(ah_runtime_t *rt);
 
 /**

@@ -2027,8 +2027,9 @@ size_t ah_runtime_abandon(ah_runtime_t *rt)
         cut++;
         r->observing = false; /* the worker closed its connections already */
         stop_here(r);
-        /* A store job or callback still referring to it never comes back: the loop is done. */
-        if (r->busy == 0) /* every write in flight holds the run */
+        /* A write still in flight holds the run: its answer frees it when the worker settles
+         * its loop (ah_api_on_worker_stop). */
+        if (r->busy == 0)
             run_free(r);
     }
     free(runs);

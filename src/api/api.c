@@ -222,6 +222,18 @@ void ah_api_on_worker_stop(ah_loop_t *loop, int index, void *ud)
             ah_log(AH_LOG_INFO, "runtime",
                    "worker stopped with runs executing: they are handed back",
                    AH_LF_INT("worker", index), AH_LF_INT("runs", (int64_t)cut), AH_LF_END);
+        ah_queue_stop(app->runtime);
+    }
+    /*
+     * Answers the store still owes this loop (writes of the runs just stopped,
+     * a claim, usage reads) run here now, before what they use is freed and
+     * before the loop itself is: none is dropped with its memory.
+     */
+    int owed = ah_loop_settle(loop, 10.0);
+    if (owed)
+        ah_log(AH_LOG_WARN, "server", "worker stopped with store answers still owed",
+               AH_LF_INT("worker", index), AH_LF_INT("answers", owed), AH_LF_END);
+    if (app->runtime) {
         ah_queue_detach(app->runtime);
         ah_runtime_detach(app->runtime);
     }

@@ -3,10 +3,14 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
+
+#include "core/log.h"
 
 typedef struct msg {
     struct msg *next;
@@ -20,6 +24,7 @@ struct ah_loop {
     int efd;
     pthread_mutex_t mu; /* guards head/tail */
     msg_t *head, *tail;
+    atomic_int holds; /* answers other threads still owe this loop */
 };
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)
@@ -111,10 +116,48 @@ void ah_loop_stop(ah_loop_t *l)
         event_base_loopbreak(l->base); /* out of memory: best effort */
 }
 
+void ah_loop_hold(ah_loop_t *l)
+{
+    atomic_fetch_add_explicit(&l->holds, 1, memory_order_relaxed);
+}
+
+void ah_loop_release(ah_loop_t *l)
+{
+    atomic_fetch_sub_explicit(&l->holds, 1, memory_order_release);
+}
+
+static void settle_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    *(bool *)arg = true;
+}
+
+int ah_loop_settle(ah_loop_t *l, double timeout_s)
+{
+    bool late = false;
+    struct event *t = evtimer_new(l->base, settle_deadline, &late);
+    if (t) {
+        struct timeval tv = {(time_t)timeout_s,
+                             (suseconds_t)((timeout_s - (double)(time_t)timeout_s) * 1e6)};
+        evtimer_add(t, &tv);
+    }
+    /* Each answer arrives as a post, which wakes the loop; the timer ends the wait. */
+    while (t && !late && atomic_load_explicit(&l->holds, memory_order_acquire) > 0)
+        event_base_loop(l->base, EVLOOP_ONCE);
+    if (t)
+        event_free(t);
+    return atomic_load_explicit(&l->holds, memory_order_acquire);
+}
+
 void ah_loop_free(ah_loop_t *l)
 {
     if (!l)
         return;
+    int holds = atomic_load(&l->holds);
+    if (holds > 0)
+        ah_log(AH_LOG_WARN, "loop", "freeing a loop that is still owed answers",
+               AH_LF_INT("holds", holds), AH_LF_END);
     msg_t *m = l->head;
     while (m) {
         msg_t *next = m->next;

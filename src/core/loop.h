@@ -33,7 +33,26 @@ int ah_loop_run(ah_loop_t *l);
 /** Asks the loop to return from ah_loop_run after its current callbacks. Thread-safe. */
 void ah_loop_stop(ah_loop_t *l);
 
-/** Frees the loop; queued functions that never ran are dropped. Not while running. */
+/*
+ * Holds: work another thread does for this loop and will answer by posting to
+ * it (a store job with a done callback on this loop). ah_loop_hold when the
+ * work is handed over, ah_loop_release (any thread) once its answer ran or
+ * will never come. A worker settles its loop before freeing what the answers
+ * use, so no answer is posted to a freed loop or dropped with its memory.
+ */
+void ah_loop_hold(ah_loop_t *l);
+void ah_loop_release(ah_loop_t *l);
+
+/**
+ * On the loop's thread, with the loop not running: runs it until no hold is
+ * left or timeout_s passed. Returns the holds left (0: settled).
+ */
+int ah_loop_settle(ah_loop_t *l, double timeout_s);
+
+/**
+ * Frees the loop; queued functions that never ran are dropped (holds still
+ * owed are logged: settle first). Not while running.
+ */
 void ah_loop_free(ah_loop_t *l);
 
 #endif

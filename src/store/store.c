@@ -90,8 +90,10 @@ static bool is_solo(const job_t *j)
 static void deliver_on_loop(void *p)
 {
     job_t *j = p;
+    ah_loop_t *loop = j->loop;
     j->done(j->rc, j->arg);
     free(j);
+    ah_loop_release(loop); /* taken by submit: the loop may now settle (ah_loop_settle) */
 }
 
 static void deliver(ah_store_t *s, job_t *j)
@@ -117,6 +119,7 @@ static void deliver(ah_store_t *s, job_t *j)
     }
     ah_log(AH_LOG_ERROR, "store", "out of memory: job completion dropped", AH_LF_INT("rc", j->rc),
            AH_LF_END);
+    ah_loop_release(j->loop);
     free(j);
 }
 
@@ -566,7 +569,9 @@ int ah_store_submit(ah_store_t *s, unsigned flags, ah_store_work_fn work, ah_sto
     job_t *j = malloc(sizeof(*j));
     if (!j)
         return -ENOMEM;
-    *j = (job_t){NULL, work, done, loop, arg, flags, 0, false};
+    *j = (job_t){NULL, work, done, done ? loop : NULL, arg, flags, 0, false};
+    if (j->loop)
+        ah_loop_hold(j->loop); /* before the worker can see the job: it releases after done */
 
     pthread_mutex_lock(&w->mu);
     int rc = 0;
@@ -587,6 +592,8 @@ int ah_store_submit(ah_store_t *s, unsigned flags, ah_store_work_fn work, ah_sto
     if (rc < 0) {
         if (rc == -EBUSY)
             count(&s->rejected, 1);
+        if (j->loop)
+            ah_loop_release(j->loop);
         free(j);
     }
     return rc;

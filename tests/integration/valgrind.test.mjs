@@ -10,16 +10,20 @@
 // async) with an HTTP tool and a stdio MCP tool, an approval, a cancel,
 // sessions, usage and /metrics. Then SIGTERM: both processes must exit 0,
 // which valgrind turns into 99 on any error or leak (the report is printed).
+// A second hub does the same on the scale-out stores: a throwaway PostgreSQL
+// (lib/pg.mjs) and rate limits shared through a throwaway redis-server.
 // ASan/UBSan (make asan) cover the other suites; this one covers what they
 // cannot: the uninstrumented libraries (libcurl, libevent, SQLite, jansson)
 // used by our code, and the shutdown path of the real binary.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import http from 'node:http';
-import { startHub, req } from './lib/harness.mjs';
-import { startMockLlm, postHub } from './lib/gateway.mjs';
+import net from 'node:net';
+import { startHub, req, pollUntil } from './lib/harness.mjs';
+import { startMockLlm, postHub, closedPort } from './lib/gateway.mjs';
+import { startPostgres, PG_SKIP } from './lib/pg.mjs';
 import { agentDoc, callTool, startRun, waitRun, NODE, MCP_FIXTURE } from './lib/runtime.mjs';
 
 const ADMIN = 'adm-valgrind-suite-key-0123456789abcdef';
@@ -49,8 +53,17 @@ const report = (stderr) =>
 
 let mock;
 let hub;
+let pg; // null: PostgreSQL is not installed
+let redis; // the redis-server child, or null when not installed
 let tools;
+let toolsUrl;
 let calls = 0;
+const lookupTool = () => ({
+  type: 'http',
+  name: 'lookup',
+  url: `${toolsUrl}/items/{id}`,
+  parameters: { type: 'object', properties: { id: { type: 'string' } }, required: ['id'] },
+});
 
 before(async () => {
   if (SKIP) return;
@@ -58,12 +71,20 @@ before(async () => {
     calls++;
     rq.resume();
     rq.on('end', () => {
-      rs.writeHead(200, { 'content-type': 'application/json' });
-      rs.end(JSON.stringify({ ok: true, path: rq.url }));
+      // /items/slow...: answers after 3 s (a tool call in flight when the hub stops)
+      const t = setTimeout(
+        () => {
+          if (rs.destroyed) return;
+          rs.writeHead(200, { 'content-type': 'application/json' });
+          rs.end(JSON.stringify({ ok: true, path: rq.url }));
+        },
+        rq.url.startsWith('/items/slow') ? 3000 : 0,
+      );
+      rs.on('close', () => clearTimeout(t));
     });
   });
   await new Promise((r) => tools.listen(0, '127.0.0.1', r));
-  const toolsUrl = `http://127.0.0.1:${tools.address().port}`;
+  toolsUrl = `http://127.0.0.1:${tools.address().port}`;
   mock = await startMockLlm([], { prefix: VALGRIND, startTimeoutMs: 60_000 });
   hub = await startHub({
     prefix: VALGRIND,
@@ -87,7 +108,7 @@ before(async () => {
     const r = await req(hub, 'POST', '/v1/agents', { body: agentDoc(name, spec) });
     assert.ok(r.status === 200 || r.status === 201, `apply ${name}: ${r.status} ${r.text}`);
   };
-  const httpTool = { type: 'http', name: 'lookup', url: `${toolsUrl}/items/{id}`, parameters: { type: 'object', properties: { id: { type: 'string' } }, required: ['id'] } };
+  const httpTool = lookupTool();
   await apply('tooly', { tools: [httpTool] });
   await apply('gated', { tools: [httpTool], approval: { tools: ['lookup'] } });
   await apply('mcpy', { tools: [{ type: 'mcp', server: { command: [NODE, MCP_FIXTURE, '--stdio'] }, prefix: 'st_', timeout_s: 60 }] });
@@ -95,7 +116,12 @@ before(async () => {
 });
 
 after(async () => {
-  if (hub && hub.alive()) hub.kill('SIGKILL');
+  if (redis && redis.exitCode === null) redis.kill('SIGKILL');
+  try {
+    if (hub && hub.alive()) hub.kill('SIGKILL');
+  } catch {
+    /* already gone */
+  }
   if (tools) await new Promise((r) => tools.close(r));
 });
 
@@ -170,4 +196,85 @@ test('SIGTERM: both processes exit 0 under valgrind (no memory error, nothing lo
   assert.equal(code, 0, `agenthub serve under valgrind exited ${code}:\n${report(hub.stderr())}`);
   const m = await mock.stop('SIGTERM');
   assert.equal(m.code, 0, `agenthub mock-llm under valgrind exited ${m.code}:\n${report(mock.stderr())}`);
+});
+
+/** redis-server on a free loopback port, no persistence; resolves its URL. */
+async function startRedis() {
+  const port = await closedPort();
+  redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: 'ignore',
+  });
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const ok = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.end();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return `redis://127.0.0.1:${port}/0`;
+    if (Date.now() > deadline || redis.exitCode !== null) throw new Error('redis-server did not start');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const HAVE_REDIS = spawnSync('redis-server', ['--version']).status === 0;
+const SCALE_SKIP = SKIP || (HAVE_REDIS ? false : 'redis-server not installed (apt-get install redis-server, or make test)');
+
+test('on PostgreSQL with Redis limits: queue, runs, gateway and exit run clean under valgrind', { skip: SCALE_SKIP, timeout: 180_000 }, async (t) => {
+  pg = await startPostgres();
+  if (!pg) {
+    t.skip(PG_SKIP);
+    return;
+  }
+  const redisUrl = await startRedis();
+  const h = await startHub({
+    prefix: VALGRIND,
+    env: { AGENTHUB_ADMIN_KEY: ADMIN },
+    config: {
+      server: { shutdown_grace_s: 1 },
+      storage: { url: await pg.newDatabase() },
+      redis: { url: redisUrl },
+      runs: { claim_interval_s: 0.1 },
+      providers: [{ name: 'local', type: 'mock' }],
+      models: [{ name: 'mock', targets: [{ provider: 'local', model: 'echo' }] }],
+    },
+  });
+  try {
+    const r = await req(h, 'POST', '/v1/agents', { body: agentDoc('pgy', { tools: [lookupTool()] }) });
+    assert.ok(r.status === 200 || r.status === 201, r.text);
+    const ids = [];
+    for (let i = 0; i < 20; i++) {
+      const q = await startRun(h, 'pgy', { input: `async ${i}`, mode: 'async' });
+      assert.equal(q.status, 202, q.text);
+      ids.push(q.json.id);
+    }
+    const s = await startRun(h, 'pgy', { input: 'sync one', mode: 'sync' });
+    assert.equal(s.status, 200, s.text);
+    for (const id of ids) assert.equal((await waitRun(h, id, { timeoutMs: 60_000 })).status, 'completed');
+
+    const k = await req(h, 'POST', '/v1/keys', { body: { name: 'vg-redis', role: 'user' } });
+    assert.equal(k.status, 201, k.text);
+    assert.equal((await req(h, 'PUT', `/v1/keys/${k.json.id}/limits`, { body: { rpm: 2 } })).status, 200);
+    const statuses = [];
+    for (let i = 0; i < 3; i++) {
+      const c = await postHub(h, '/v1/chat/completions', { model: 'mock', messages: [{ role: 'user', content: 'x' }] }, { key: k.json.key });
+      statuses.push(c.status);
+      await c.text();
+    }
+    assert.deepEqual(statuses, [200, 200, 429], 'the Redis limiter counts the key\'s requests');
+
+    // Stop while runs wait on a slow tool and more are queued: past the 1 s grace the worker
+    // stops them with store writes in flight; their answers must still be taken, not leaked.
+    const before = calls;
+    for (let i = 0; i < 10; i++) {
+      const q = await startRun(h, 'pgy', { input: callTool('lookup', { id: `slow-${i}` }), mode: 'async' });
+      assert.equal(q.status, 202, q.text);
+    }
+    await pollUntil(() => calls > before, { timeoutMs: 30_000, message: 'a slow tool call in flight' });
+  } finally {
+    const code = await h.stop('SIGTERM', { timeoutMs: 90_000 });
+    assert.equal(code, 0, `agenthub serve (PostgreSQL, Redis) under valgrind exited ${code}:\n${report(h.stderr())}`);
+  }
 });
