@@ -972,21 +972,26 @@ int ah_http_call_start(ah_http_client_t *cl, const ah_http_call_opts_t *o, ah_ht
     c->tkind = AH_HTTP_TIMEOUT_NONE;
     c->headers_ns = 0;
     c->errbuf[0] = c->msg[0] = '\0';
-    c->native = cl->native_ok && ah_h1_supports(cl, o->url);
+    c->native = cl->native_ok;
     c->busy = c->h1_paused = c->h1_resume = c->waiting = c->retried = false;
     c->deferred_rc = 0;
     c->host = NULL;
     c->conn = NULL;
     c->wnext = NULL;
 
-    int rc;
+    int rc = 0;
     if (c->native) {
         const char *m = o->method ? o->method : "GET";
         bool has_body;
         rc = copy_body(c, o, m, &has_body);
         if (rc == 0)
             rc = ah_h1_prepare(c, o, m, has_body);
-    } else {
+        if (rc == AH_H1_UNSUPPORTED) {
+            c->native = false; /* https://, a host name, ...: libcurl's */
+            rc = 0;
+        }
+    }
+    if (!c->native && rc == 0) {
         rc = easy_setup(c);
         if (rc == 0)
             rc = set_headers(c, o->headers);

@@ -37,8 +37,10 @@
 
 struct h1host {
     h1host_t *next;
-    char *key;       /* "host:port", the pool key */
-    char *authority; /* the Host header: host[:port] as the URL has it */
+    char *authority; /* the pool key and Host header: host[:port] as the URL has it */
+    size_t authority_len;
+    char *defaults; /* "Host: ...\r\nUser-Agent: ...\r\nAccept: ...\r\n", built once */
+    size_t defaults_len;
     struct sockaddr_storage addr[2];
     socklen_t alen[2];
     int naddr;
@@ -178,14 +180,6 @@ static bool literal_addrs(const url_parts_t *u, h1host_t *h)
     return false;
 }
 
-bool ah_h1_supports(const ah_http_client_t *cl, const char *url)
-{
-    (void)cl;
-    url_parts_t u;
-    h1host_t probe;
-    return parse_url(url, &u) && literal_addrs(&u, &probe);
-}
-
 /* ---- hosts ---- */
 
 static h1pool_t *pool_of(ah_http_client_t *cl)
@@ -197,8 +191,8 @@ static h1pool_t *pool_of(ah_http_client_t *cl)
 
 static void host_free(h1host_t *h)
 {
-    free(h->key);
     free(h->authority);
+    free(h->defaults);
     free(h);
 }
 
@@ -218,18 +212,22 @@ static void hosts_trim(h1pool_t *pool)
     }
 }
 
-static h1host_t *host_get(ah_http_client_t *cl, const url_parts_t *u)
+/*
+ * The pool for the URL's authority (as written: "127.0.0.1:80" and
+ * "127.0.0.1" are two pools, which costs nothing but a connection), created
+ * on first use. *unsupported is set when the host is neither an IP literal
+ * nor localhost (curl's job); NULL then, or when out of memory.
+ */
+static h1host_t *host_get(ah_http_client_t *cl, const url_parts_t *u, bool *unsupported)
 {
+    *unsupported = false;
     h1pool_t *pool = pool_of(cl);
     if (!pool)
         return NULL;
-    char key[96];
-    int kn = snprintf(key, sizeof(key), "%.*s:%u", (int)u->host_len, u->host, u->port);
-    if (kn < 0 || (size_t)kn >= sizeof(key))
-        return NULL;
     for (h1host_t **pp = &pool->hosts; *pp; pp = &(*pp)->next) {
         h1host_t *h = *pp;
-        if (strcmp(h->key, key) == 0) {
+        if (h->authority_len == u->authority_len &&
+            memcmp(h->authority, u->authority, u->authority_len) == 0) {
             if (pp != &pool->hosts) { /* most recently used first */
                 *pp = h->next;
                 h->next = pool->hosts;
@@ -238,14 +236,25 @@ static h1host_t *host_get(ah_http_client_t *cl, const url_parts_t *u)
             return h;
         }
     }
-    if (pool->n_hosts >= MAX_HOSTS)
-        hosts_trim(pool);
     h1host_t *h = calloc(1, sizeof(*h));
     if (!h)
         return NULL;
-    h->key = strdup(key);
+    if (!literal_addrs(u, h)) {
+        free(h);
+        *unsupported = true;
+        return NULL;
+    }
+    if (pool->n_hosts >= MAX_HOSTS)
+        hosts_trim(pool);
     h->authority = strndup(u->authority, u->authority_len);
-    if (!h->key || !h->authority || !literal_addrs(u, h)) {
+    h->authority_len = u->authority_len;
+    size_t dl = u->authority_len + strlen(cl->user_agent) + 64;
+    h->defaults = malloc(dl);
+    int n = h->defaults ? snprintf(h->defaults, dl, "Host: %s\r\nUser-Agent: %s\r\nAccept: */*\r\n",
+                                   h->authority ? h->authority : "", cl->user_agent)
+                        : -1;
+    h->defaults_len = n > 0 ? (size_t)n : 0;
+    if (!h->authority || n < 0 || (size_t)n >= dl) {
         host_free(h);
         return NULL;
     }
@@ -854,7 +863,11 @@ int ah_h1_prepare(ah_http_call_t *c, const ah_http_call_opts_t *o, const char *m
     ah_http_client_t *cl = c->cl;
     url_parts_t u;
     if (!parse_url(o->url, &u))
-        return -EINVAL; /* ah_h1_supports said yes: cannot happen */
+        return AH_H1_UNSUPPORTED;
+    bool unsupported;
+    c->host = host_get(cl, &u, &unsupported);
+    if (!c->host)
+        return unsupported ? AH_H1_UNSUPPORTED : -ENOMEM;
     bool skip[D_COUNT] = {false};
     const char *const *hdrs = o->headers;
     for (size_t i = 0; hdrs && hdrs[i]; i++) {
@@ -868,9 +881,6 @@ int ah_h1_prepare(ah_http_call_t *c, const ah_http_call_opts_t *o, const char *m
             if (name_is(h, (size_t)(colon - h), default_names[d]))
                 skip[d] = true; /* replaced or removed */
     }
-    c->host = host_get(cl, &u);
-    if (!c->host)
-        return -ENOMEM;
     c->is_head = strcmp(method, "HEAD") == 0;
     ah_buf_t *b = &c->req_head;
     ah_buf_reset(b);
@@ -880,6 +890,10 @@ int ah_h1_prepare(ah_http_call_t *c, const ah_http_call_opts_t *o, const char *m
         rc = rc ? rc : ah_buf_putc(b, '/');
     rc = rc ? rc : ah_buf_append(b, u.path, u.path_len);
     rc = rc ? rc : ah_buf_puts(b, " HTTP/1.1\r\n");
+    if (!skip[D_HOST] && !skip[D_UA] && !skip[D_ACCEPT]) {
+        rc = rc ? rc : ah_buf_append(b, c->host->defaults, c->host->defaults_len);
+        skip[D_HOST] = skip[D_UA] = skip[D_ACCEPT] = true; /* all three are in */
+    }
     if (!skip[D_HOST]) {
         rc = rc ? rc : ah_buf_puts(b, "Host: ");
         rc = rc ? rc : ah_buf_puts(b, c->host->authority);

@@ -134,17 +134,15 @@ void ah_http_client_warn_fds(ah_http_client_t *cl, int err);
 
 /* ---- client_h1.c ---- */
 
-/**
- * Whether url can take the native path: http://, an IP literal or
- * "localhost", no user:password, printable ASCII only. Anything else goes
- * through libcurl.
- */
-bool ah_h1_supports(const ah_http_client_t *cl, const char *url);
+/* ah_h1_prepare: this URL is not for the native path; use libcurl. */
+#define AH_H1_UNSUPPORTED 1
 
 /**
  * Prepares native call c (fields reset, body already in c->req_body): parses
- * the URL, finds its host pool and builds the request head. 0, or -EINVAL
- * (CR/LF in a header) / -ENOMEM; nothing has started then.
+ * the URL, finds its host pool and builds the request head. 0, or
+ * AH_H1_UNSUPPORTED when the URL is not plain http:// to an IP literal or
+ * localhost without credentials (printable ASCII only): the call goes to
+ * libcurl; or -EINVAL (CR/LF in a header) / -ENOMEM. Nothing has started.
  */
 int ah_h1_prepare(ah_http_call_t *c, const ah_http_call_opts_t *o, const char *method,
                   bool has_body);
