@@ -2,7 +2,7 @@
 // fallbacks, retries (Retry-After), circuit breakers, broken and malformed
 // streams, client aborts, timeouts, upstream errors passed through, and the
 // error a client gets when nothing works.
-import { describe, test, before } from 'node:test';
+import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import { startHub, req, errorOf, pollUntil } from './lib/harness.mjs';
@@ -364,5 +364,69 @@ describe('gateway faults (mock-llm upstreams)', () => {
     assert.equal(r2.status, 502, `got ${r2.status} ${r2.text}`);
     errorOf(r2);
     await assert.rejects(client.chat.completions.create({ model: 'nowhere', messages: user('x') }), (e2) => e2 instanceof OpenAI.APIError && e2.status === 502);
+  });
+});
+
+// An upstream that closes each keep-alive connection 1 ms after its answer (an
+// idle timeout far below agenthub's): requests land on pooled connections the
+// upstream is closing or has just closed. agenthub's upstream client must
+// notice the close (or retry once on a new connection when the request went
+// out on a connection already closing) so that no user ever sees an error.
+describe('gateway upstream that closes idle keep-alive connections at once', () => {
+  let up;
+  let hub;
+  let connections = 0;
+  let answered = 0;
+
+  before(async () => {
+    const http = await import('node:http');
+    up = http.createServer((rq, rs) => {
+      const sock = rq.socket;
+      sock.requests = (sock.requests || 0) + 1;
+      let body = '';
+      rq.on('data', (d) => { body += d; });
+      rq.on('end', () => {
+        answered++;
+        const model = JSON.parse(body).model;
+        const out = JSON.stringify({
+          id: `chatcmpl-ka-${answered}`, object: 'chat.completion', created: 1, model,
+          choices: [{ index: 0, message: { role: 'assistant', content: `answer ${answered}` }, finish_reason: 'stop' }],
+          usage: { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 },
+        });
+        rs.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(out) });
+        rs.end(out);
+        // Idle timeout of 1 ms: close unless a next request was read meanwhile
+        // (one already on the wire but unread is cut: the client's problem).
+        const n = sock.requests;
+        rs.on('finish', () => setTimeout(() => { if (sock.requests === n) sock.destroy(); }, 1));
+      });
+    });
+    up.on('connection', () => { connections++; });
+    await new Promise((resolve) => up.listen(0, '127.0.0.1', resolve));
+    hub = await startHub({
+      env: { AGENTHUB_ADMIN_KEY: ADMIN },
+      config: {
+        server: { workers: 1 },
+        providers: [{ name: 'ka', type: 'openai', base_url: `http://127.0.0.1:${up.address().port}/v1`, api_key: 'x', max_retries: 0 }],
+        models: [{ name: 'ka', targets: [{ provider: 'ka', model: 'ka-up' }] }],
+      },
+    });
+  });
+
+  after(() => {
+    up.closeAllConnections();
+    up.close();
+  });
+
+  test('40 requests with 0-3 ms gaps: every one answered 200 on the first attempt, over many connections', async () => {
+    for (let i = 0; i < 40; i++) {
+      const r = await req(hub, 'POST', '/v1/chat/completions', { key: ADMIN, body: { model: 'ka', messages: user(`q${i}`) } });
+      assert.equal(r.status, 200, `request ${i}: ${r.status} ${r.text}`);
+      assert.equal(r.headers.get('x-agenthub-attempts'), '1', `request ${i} needed a gateway retry`);
+      assert.match(r.json.choices[0].message.content, /^answer \d+$/);
+      await new Promise((resolve) => setTimeout(resolve, i % 4));
+    }
+    assert.ok(connections > 10, `the upstream closed its connections (${connections} for 40 answers)`);
+    assert.ok(answered >= 40);
   });
 });
