@@ -556,19 +556,26 @@ static void persist_done(int rc, void *arg)
 typedef struct events_job {
     ah_run_event_t *ev;
     size_t n;
+    char owner[48]; /* "" for a run without a lease (not fenced) */
+    int64_t attempt;
 } events_job_t;
 
 static int events_work(ah_db_t *db, void *arg)
 {
     events_job_t *j = arg;
     ah_db_defer_writes(db, true); /* they go with later statements (AH_STORE_PIPELINE) */
-    return ah_store_run_events_append(db, j->ev, j->n);
+    /* Only while this attempt owns the run: a superseded one must not add to the log. */
+    int rc = j->owner[0] ? ah_store_run_fence(db, j->ev[0].run_id, j->owner, j->attempt) : 0;
+    return rc ? rc : ah_store_run_events_append(db, j->ev, j->n);
 }
 
 static void events_done(int rc, void *arg)
 {
     events_job_t *j = arg;
-    if (rc)
+    if (rc == -ESTALE)
+        ah_log(AH_LOG_WARN, "runtime", "run events not stored: another attempt owns the run now",
+               AH_LF_STR("run_id", j->ev[0].run_id), AH_LF_INT("attempt", j->attempt), AH_LF_END);
+    else if (rc)
         ah_log(AH_LOG_ERROR, "runtime", "cannot store run events", AH_LF_INT("rc", rc), AH_LF_END);
     for (size_t i = 0; i < j->n; i++)
         free(j->ev[i].data);
@@ -591,6 +598,9 @@ static void flush_events(ah_run_t *r)
         return; /* they go with the next persist */
     j->ev = r->pev;
     j->n = r->n_pev;
+    if (r->rec.lease_owner)
+        snprintf(j->owner, sizeof(j->owner), "%s", r->rec.lease_owner);
+    j->attempt = r->rec.attempt;
     r->pev = NULL;
     r->n_pev = r->cap_pev = 0;
     if (ah_store_submit(r->rt->d.store, AH_STORE_WRITE | AH_STORE_PIPELINE, events_work,

@@ -270,6 +270,19 @@ static int run_update(ah_db_t *db, const ah_run_rec_t *r, const char *owner, boo
                            a, 17, -ESTALE);
 }
 
+int ah_store_run_fence(ah_db_t *db, const char *run_id, const char *owner, int64_t attempt)
+{
+    if (!run_id || !owner || !*owner)
+        return -EINVAL;
+    ah_db_val_t a[3] = {ah_db_text(run_id), ah_db_text(owner), ah_db_int(attempt)};
+    /* A no-op UPDATE: it takes the row lock, which a SELECT would not without FOR UPDATE
+     * (not portable), and its "no row changed" is checked by ah_db_write_one. */
+    return ah_db_write_one(db,
+                           "UPDATE runs SET updated_at = updated_at WHERE id = ? AND lease_owner = "
+                           "? AND attempt = ?",
+                           a, 3, -ESTALE);
+}
+
 int ah_store_run_update(ah_db_t *db, const ah_run_rec_t *r)
 {
     return run_update(db, r, NULL, false);

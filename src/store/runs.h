@@ -121,6 +121,17 @@ int ah_store_run_list(ah_db_t *db, const ah_run_filter_t *f,
 int ah_store_run_events_append(ah_db_t *db, const ah_run_event_t *ev, size_t n);
 
 /**
+ * The owner fence of ah_store_run_update_owned without the update, for
+ * writes that add to a run without rewriting its row (a tool result stored at
+ * once): 0 while run_id is owner's at attempt, else -ESTALE, so an attempt
+ * that was stopped and superseded by a claim cannot add to the new attempt's
+ * log. It locks the row for the transaction (PostgreSQL), so a claim waits
+ * for it; with deferred writes on it costs no round trip. -EINVAL for an
+ * empty owner.
+ */
+int ah_store_run_fence(ah_db_t *db, const char *run_id, const char *owner, int64_t attempt);
+
+/**
  * Appends one event after the run's last stored one (seq = highest stored + 1)
  * and records that seq in the run row. For writers that are not executing the
  * run: only while nobody does (queued, waiting for an approval with no lease

@@ -2100,6 +2100,57 @@ static void suite_test_run_update_owned(void **state)
 }
 
 typedef struct {
+    const char *id, *owner;
+    int64_t attempt;
+} suite_fence_t;
+
+/* A tool result stored at once: fenced, then its event appended, as the runtime does. */
+static int suite_fenced_event_work(ah_db_t *db, void *arg)
+{
+    suite_fence_t *f = arg;
+    int rc = ah_store_run_fence(db, f->id, f->owner, f->attempt);
+    if (rc)
+        return rc;
+    ah_run_event_t e;
+    memset(&e, 0, sizeof(e));
+    snprintf(e.run_id, sizeof(e.run_id), "%s", f->id);
+    snprintf(e.type, sizeof(e.type), "tool.result");
+    e.seq = 1;
+    e.data = (char *)"{}";
+    e.ts = 1;
+    return ah_store_run_events_append(db, &e, 1);
+}
+
+static void suite_test_run_fence(void **state)
+{
+    (void)state;
+    ah_store_t *s = suite_store(AH_STORE_MIGRATE, 0);
+    suite_add_run(s, "run_f1", AH_RUN_RUNNING, 10, "node-a", 100);
+    /* Claimed again (attempt 1 -> 2): the first attempt's late write adds nothing. */
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_exec_work,
+                                   (void *)"UPDATE runs SET attempt = attempt + 1 WHERE id = "
+                                           "'run_f1'"),
+                     0);
+    suite_fence_t f = {"run_f1", "node-a", 0};
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_fenced_event_work, &f), -ESTALE);
+    f.owner = "node-b";
+    f.attempt = 1;
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_fenced_event_work, &f), -ESTALE);
+    f.id = "run_missing";
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_fenced_event_work, &f), -ESTALE);
+    assert_int_equal(suite_count(s, "SELECT COUNT(*) FROM run_events"), 0);
+    /* The current attempt writes. */
+    f = (suite_fence_t){"run_f1", "node-a", 1};
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_fenced_event_work, &f), 0);
+    assert_int_equal(suite_count(s, "SELECT COUNT(*) FROM run_events WHERE run_id = 'run_f1' AND "
+                                    "type = 'tool.result'"),
+                     1);
+    f.owner = "";
+    assert_int_equal(ah_store_call(s, AH_STORE_WRITE, suite_fenced_event_work, &f), -EINVAL);
+    ah_store_close(s);
+}
+
+typedef struct {
     const char *hash;
     int rc;
     char found[65];
@@ -2216,6 +2267,7 @@ static void suite_test_claim_concurrent(void **state)
         cmocka_unit_test_setup(suite_test_claim, setup),                                           \
         cmocka_unit_test_setup(suite_test_run_update_returning, setup),                            \
         cmocka_unit_test_setup(suite_test_run_update_owned, setup),                                \
+        cmocka_unit_test_setup(suite_test_run_fence, setup),                                       \
         cmocka_unit_test_setup(suite_test_run_insert_hashed, setup),                               \
         cmocka_unit_test_setup(suite_test_claim_concurrent, setup)
 
