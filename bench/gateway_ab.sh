@@ -10,7 +10,7 @@
 # machine_busy well above the targets' own share was disturbed by others.
 #
 # Usage: A=/path/old/agenthub B=build/agenthub bash bench/gateway_ab.sh
-#        ROUNDS=3 DURATION=5 CONNS="1 32" (defaults)
+#        ROUNDS=3 DURATION=5 CONNS="1 32" (defaults); KEEP_RUN_DIR=1 keeps configs and logs
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 A=${A:?A=agenthub binary A}
@@ -24,7 +24,11 @@ mkdir -p "$D/logs" "$D/tmp"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port) PX=$(free_port) PA=$(free_port) PB=$(free_port)
 pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+cleanup() {
+    kill "${pids[@]}" 2>/dev/null || true
+    wait 2>/dev/null || true
+    [[ "${KEEP_RUN_DIR:-0}" == 1 ]] && echo "# run dir kept: $D" || rm -rf "$D"
+}
 trap cleanup EXIT
 sed "s|@PORT@|$UP|g" "$here/nginx/gw_upstream.conf" >"$D/up.conf"
 nginx -p "$D/" -c "$D/up.conf" -e "$D/logs/up_error.log" -g "daemon off; worker_processes 1; pid logs/up.pid;" \
