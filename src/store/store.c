@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -24,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 
 #define MAX_BATCH_DEFAULT 256
@@ -74,6 +76,27 @@ struct ah_store {
 
 /* The worker whose thread this is (NULL elsewhere): catches ah_store_call deadlocks. */
 static _Thread_local worker_t *tl_worker;
+/* When this store thread last woke up or yielded (ah_mono_ns). */
+static _Thread_local uint64_t tl_slice_start;
+
+void ah_store_yield_point(void)
+{
+    if (!tl_worker)
+        return;
+    uint64_t now = ah_mono_ns();
+    if (now - tl_slice_start < AH_STORE_SLICE_US * 1000u)
+        return;
+    sched_yield(); /* returns at once when nothing else wants this core */
+    tl_slice_start = ah_mono_ns();
+}
+
+/* A job's work, then a chance for a woken thread to take the core. */
+static int run_work(ah_db_t *db, job_t *j)
+{
+    int rc = j->work(db, j->arg);
+    ah_store_yield_point();
+    return rc;
+}
 
 static void count(atomic_uint_least64_t *c, uint64_t n)
 {
@@ -136,7 +159,7 @@ static void deliver_all(ah_store_t *s, job_t *jobs)
 
 static void run_solo(worker_t *w, job_t *j)
 {
-    j->rc = j->work(w->db, j->arg);
+    j->rc = run_work(w->db, j);
     ah_db_defer_writes(w->db, false);
     int f = ah_db_flush_deferred(w->db);
     if (j->rc >= 0 && f < 0)
@@ -235,7 +258,7 @@ static int run_grouped(batch_t *b, int i)
         b->group = i;
     }
     ah_db_job_tag(b->db, i);
-    j->rc = j->work(b->db, j->arg);
+    j->rc = run_work(b->db, j);
     ah_db_defer_writes(b->db, false);
     int k = i, rc = j->rc, lk, lrc;
     if (j->rc < 0)
@@ -264,7 +287,7 @@ static void run_alone(batch_t *b, int i)
         b->broken = sp;
         return;
     }
-    j->rc = j->work(db, j->arg);
+    j->rc = run_work(db, j);
     ah_db_defer_writes(db, false);
     int f = ah_db_flush_deferred(db); /* a deferred write fails its own job */
     if (j->rc >= 0 && f < 0)
@@ -393,6 +416,7 @@ static void *worker_main(void *p)
         job_t *jobs;
         int n = take(w, max, &jobs);
         pthread_mutex_unlock(&w->mu);
+        tl_slice_start = ah_mono_ns();
 
         if (is_solo(jobs))
             run_solo(w, jobs);

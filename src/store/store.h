@@ -51,6 +51,18 @@ typedef struct ah_store ah_store_t;
 #define AH_STORE_QUEUE_MAX_DEFAULT 10000
 
 /**
+ * Inside a job that runs long (many rows): lets a thread that woke up on this
+ * core run now, if this store thread has run AH_STORE_SLICE_US or more since
+ * it last did. The store also calls it between jobs. A store thread is a
+ * batch worker sharing cores with the event loops and the processes they talk
+ * to: a 1 ms usage batch would otherwise hold up a request's wake-up for its
+ * whole length (the gateway's c=1 p99). No-op off store threads.
+ */
+void ah_store_yield_point(void);
+
+#define AH_STORE_SLICE_US 100
+
+/**
  * Runs on a store thread with that thread's connection. Returns >= 0 on
  * success (passed to done as rc) or -errno; a WRITE job returning < 0 has its
  * changes rolled back. A WRITE job must not begin/commit/rollback itself (its

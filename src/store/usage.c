@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "store/store.h"
+
 #define USAGE_COLS                                                                                 \
     "ts, request_id, key_id, tenant, model, provider, upstream_model, prompt_tokens, "             \
     "completion_tokens, cached_tokens, cost_usd, latency_ms, ttft_ms, status, stream, attempts, "  \
@@ -82,6 +84,7 @@ int ah_store_usage_insert(ah_db_t *db, const ah_usage_row_t *rows, size_t n)
         int rc = ah_db_query(db, multi_sql, args, INSERT_CHUNK * USAGE_NCOLS, NULL, NULL);
         if (rc < 0)
             return rc;
+        ah_store_yield_point(); /* a 500-row batch is ~1 ms of CPU: give way between chunks */
     }
     for (; i < n; i++) {
         bind_row(args, &rows[i]);
