@@ -29,10 +29,9 @@ export CONNS=${CONNS:-"1 32 64"}
 bench_need wrk nginx curl node
 bench_pin_binary
 
-port=$(bench_free_port)
 conf="$RUN_DIR/agenthub.yaml"
 cat >"$conf" <<EOF
-server: { listen: "127.0.0.1:$port", workers: $WORKERS, access_log: false, max_connections: 20000 }
+server: { listen: "127.0.0.1:0", workers: $WORKERS, access_log: false, max_connections: 20000 }
 storage: { url: "sqlite://$RUN_DIR/agenthub.db" }
 log: { level: warn }
 limits: { default_rpm: 100000000, default_tpm: 2000000000, default_concurrency: 1000000 }
@@ -44,6 +43,7 @@ models:
     price: { input_per_mtok: 0.15, output_per_mtok: 0.60 }
 EOF
 AGENTHUB_ADMIN_KEY=sk-test ah_start "$conf" "$RUN_DIR/logs/agenthub"
+port=$AH_PORT # the kernel's pick: a random one may be a client's port at that moment
 
 EXTRA_GW_NAME=agenthub EXTRA_GW_URL="http://127.0.0.1:$port/v1/chat/completions" \
     EXTRA_GW_PID=$AH_PID RUN_DIR="$RUN_DIR/peers" \
