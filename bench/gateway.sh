@@ -58,6 +58,8 @@
 BENCH_NAME=gateway
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=bench/gw_config.sh
+source "$(dirname "${BASH_SOURCE[0]}")/gw_config.sh"
 
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
@@ -145,21 +147,6 @@ warmup() { # label up conns url
     bench_wrk_lua "${1}_${2}_warmup" "$3" "$WARMUP" "$4" "$LUA" "" "" >/dev/null
 }
 
-# gw_config FILE DB ACCESS_LOG LEVEL UPSTREAM_PORT TARGET_MODEL
-gw_config() {
-    cat >"$1" <<EOF
-server: { listen: "127.0.0.1:0", workers: $WORKERS, access_log: $3, max_connections: 20000 }
-storage: { url: "sqlite://$2" }
-log: { level: $4 }
-limits: { default_rpm: 100000000, default_tpm: 2000000000, default_concurrency: 1000000 }
-providers:
-  - { name: up, type: openai, base_url: "http://127.0.0.1:$5/v1", api_key: "sk-upstream" }
-models:
-  - name: gpt-4o-mini
-    targets: [ { provider: up, model: "$6" } ]
-    price: { input_per_mtok: 0.15, output_per_mtok: 0.60 }
-EOF
-}
 
 # usage_check PORT LABEL: usage rows (GET /v1/usage) against the gateway's own
 # request counter, and the mean x-agenthub-overhead-us from the histogram.
@@ -300,7 +287,8 @@ run_upstream() {
         agenthub | agenthub+log)
             local log=false level=warn name=${t/+/_} err
             [[ "$t" == agenthub+log ]] && log=true level=info
-            gw_config "$RUN_DIR/${name}_$up.yaml" "$RUN_DIR/${name}_$up.db" "$log" "$level" "$UP_PORT" "$model"
+            gw_write_config "$RUN_DIR/${name}_$up.yaml" 127.0.0.1:0 "$RUN_DIR/${name}_$up.db" "$log" "$level" \
+                "$UP_PORT" "$model" "$WORKERS"
             err="$RUN_DIR/logs/${name}_$up.err"
             AH_STDERR=$err ah_start "$RUN_DIR/${name}_$up.yaml" "$RUN_DIR/logs/${name}_$up"
             url="http://127.0.0.1:$AH_PORT/v1/chat/completions"

@@ -13,6 +13,8 @@
 #        ROUNDS=3 DURATION=5 CONNS="1 32" (defaults); KEEP_RUN_DIR=1 keeps configs and logs
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/gw_config.sh
+source "$here/gw_config.sh"
 A=${A:?A=agenthub binary A}
 B=${B:?B=agenthub binary B}
 ROUNDS=${ROUNDS:-3}
@@ -42,18 +44,7 @@ PXPID=$!
 pids+=("$PXPID")
 gw() { # name port binary: the same config as bench/gateway.sh's agenthub target
     cp "$3" "$D/agenthub-$1" # a rebuild cannot swap it mid-run
-    cat >"$D/$1.yaml" <<EOC
-server: { listen: "127.0.0.1:$2", workers: 2, access_log: false, max_connections: 20000 }
-storage: { url: "sqlite://$D/$1.db" }
-log: { level: warn }
-limits: { default_rpm: 100000000, default_tpm: 2000000000, default_concurrency: 1000000 }
-providers:
-  - { name: up, type: openai, base_url: "http://127.0.0.1:$UP/v1", api_key: "sk-upstream" }
-models:
-  - name: gpt-4o-mini
-    targets: [ { provider: up, model: "gpt-4o-mini" } ]
-    price: { input_per_mtok: 0.15, output_per_mtok: 0.60 }
-EOC
+    gw_write_config "$D/$1.yaml" "127.0.0.1:$2" "$D/$1.db" false warn "$UP" gpt-4o-mini 2
     AGENTHUB_ADMIN_KEY=sk-test "$D/agenthub-$1" serve -c "$D/$1.yaml" >"$D/logs/$1.out" 2>"$D/logs/$1.err" &
 }
 gw a "$PA" "$A"

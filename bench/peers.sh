@@ -20,6 +20,8 @@
 BENCH_NAME=peers
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=bench/gw_config.sh
+source "$(dirname "${BASH_SOURCE[0]}")/gw_config.sh"
 
 PEERS_BENCH=${PEERS_BENCH:-$REPO_DIR/../shared/peers-bench}
 WORKERS=${WORKERS:-2}
@@ -30,18 +32,7 @@ bench_need wrk nginx curl node
 bench_pin_binary
 
 conf="$RUN_DIR/agenthub.yaml"
-cat >"$conf" <<EOF
-server: { listen: "127.0.0.1:0", workers: $WORKERS, access_log: false, max_connections: 20000 }
-storage: { url: "sqlite://$RUN_DIR/agenthub.db" }
-log: { level: warn }
-limits: { default_rpm: 100000000, default_tpm: 2000000000, default_concurrency: 1000000 }
-providers:
-  - { name: up, type: openai, base_url: "http://127.0.0.1:18080/v1", api_key: "sk-upstream" }
-models:
-  - name: gpt-4o-mini
-    targets: [ { provider: up, model: gpt-4o-mini } ]
-    price: { input_per_mtok: 0.15, output_per_mtok: 0.60 }
-EOF
+gw_write_config "$conf" 127.0.0.1:0 "$RUN_DIR/agenthub.db" false warn 18080 gpt-4o-mini "$WORKERS"
 AGENTHUB_ADMIN_KEY=sk-test ah_start "$conf" "$RUN_DIR/logs/agenthub"
 port=$AH_PORT # the kernel's pick: a random one may be a client's port at that moment
 
