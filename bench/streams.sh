@@ -30,12 +30,17 @@
 # upstream streams go to two of them. agenthub gets server.max_connections
 # 2 x STREAMS.
 #
+# MOCKS=0: the model is agenthub's in-process mock provider (`type: mock`, the
+# same echo model and timing options): no upstream connection, so one
+# descriptor per stream. That shows STREAMS concurrent client streams where
+# the descriptor limit cannot hold two per stream (here: hard 20,000).
+#
 # File descriptors: agenthub needs one per client connection plus one per
-# upstream connection, i.e. 2 x STREAMS + ~40. The script raises the soft
-# limit (ulimit -n) to the hard one; it cannot raise the hard limit without
-# CAP_SYS_RESOURCE. If the limit is too small, FD_CAP=1 (default) lowers
-# STREAMS to what fits and says so; FD_CAP=0 runs STREAMS anyway (to see how
-# agenthub behaves when it runs out of descriptors).
+# upstream connection, i.e. 2 x STREAMS + ~40 (STREAMS + ~40 with MOCKS=0).
+# The script raises the soft limit (ulimit -n) to the hard one; it cannot
+# raise the hard limit without CAP_SYS_RESOURCE. If the limit is too small,
+# FD_CAP=1 (default) lowers STREAMS to what fits and says so; FD_CAP=0 runs
+# STREAMS anyway (to see how agenthub behaves when it runs out of descriptors).
 #
 # Environment knobs [defaults]:
 #   STREAMS=10000 TTFT_MS=100 TOKEN_MS=200 MESSAGE_CHARS=194
@@ -69,11 +74,12 @@ bench_need node curl awk pgrep
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE=$(ulimit -n)
 REQUESTED=$STREAMS
-NEED=$((2 * STREAMS + FD_RESERVE))
-FD_NOTE="RLIMIT_NOFILE $NOFILE (hard $(ulimit -Hn)); agenthub needs ~2 x $STREAMS + $FD_RESERVE = $NEED"
+PER=$((MOCKS > 0 ? 2 : 1)) # descriptors per stream: client (+ upstream)
+NEED=$((PER * STREAMS + FD_RESERVE))
+FD_NOTE="RLIMIT_NOFILE $NOFILE (hard $(ulimit -Hn)); agenthub needs ~$PER x $STREAMS + $FD_RESERVE = $NEED"
 if ((NOFILE < NEED)); then
     if [[ "$FD_CAP" == 1 ]]; then
-        STREAMS=$(((NOFILE - FD_RESERVE) / 2))
+        STREAMS=$(((NOFILE - FD_RESERVE) / PER))
         FD_NOTE="$FD_NOTE: TOO LOW (the hard limit cannot be raised here), STREAMS lowered $REQUESTED -> $STREAMS (FD_CAP=0 runs $REQUESTED anyway)"
     else
         FD_NOTE="$FD_NOTE: TOO LOW, running $STREAMS anyway (FD_CAP=0): expect descriptor exhaustion in agenthub"
@@ -91,17 +97,19 @@ for i in $(seq 1 "$MOCKS"); do
 done
 CONF="$RUN_DIR/streams.yaml"
 {
-    echo "server: { listen: \"127.0.0.1:0\", workers: $WORKERS, access_log: false, max_connections: $((2 * STREAMS + 100)) }"
+    echo "server: { listen: \"127.0.0.1:0\", workers: $WORKERS, access_log: false, max_connections: $((PER * STREAMS + 100)) }"
     echo "storage: { url: \"sqlite://$RUN_DIR/streams.db\" }"
     echo "log: { level: warn }"
     echo "limits: { default_rpm: 100000000, default_tpm: 2000000000, default_concurrency: 1000000 }"
     echo "providers:"
+    ((MOCKS > 0)) || echo "  - { name: local, type: mock }"
     for i in $(seq 1 "$MOCKS"); do
         echo "  - { name: mock$i, type: openai, base_url: \"http://127.0.0.1:${MOCK_PORTS[i - 1]}/v1\", api_key: \"sk-upstream\" }"
     done
     echo "models:"
     echo "  - name: gpt-4o-mini"
     echo "    targets:"
+    ((MOCKS > 0)) || echo "      - { provider: local, model: \"$MODEL\" }"
     for i in $(seq 1 "$MOCKS"); do
         echo "      - { provider: mock$i, model: \"$MODEL\", weight: 1 }"
     done
@@ -200,7 +208,7 @@ RES=$(grep '^STREAMS_RESULT' "$CLIENT_OUT" || echo "STREAMS_RESULT missing")
     echo "client: $RES"
     echo "client exit status $client_rc; first failures:"
     head -5 "$RUN_DIR/client.err" | sed 's/^/  /'
-    awk -F'\t' -v idle="$IDLE_KIB" -v hwm="$HWM_KIB" -v after="$AFTER_KIB" -v ifd="$IDLE_FDS" -v afd="$AFTER_FDS" '
+    awk -F'\t' -v idle="$IDLE_KIB" -v hwm="$HWM_KIB" -v after="$AFTER_KIB" -v ifd="$IDLE_FDS" -v afd="$AFTER_FDS" -v per="$PER" '
         NR > 1 { if ($2 > peak) { peak = $2; peak_t = $1; peak_s = $3 }
                  if ($3 > ms || ($3 == ms && $2 > ms_rss)) { ms = $3; ms_rss = $2; ms_t = $1 }
                  if ($4 != "-" && $4 > maxfd) { maxfd = $4; maxfd_t = $1 } }
@@ -210,7 +218,7 @@ RES=$(grep '^STREAMS_RESULT' "$CLIENT_OUT" || echo "STREAMS_RESULT missing")
             if (ms > 0)
                 printf "at the most streams streaming (%d, t=%ss): VmRSS %.1f MiB -> %.1f KiB per stream over idle (%.1f KiB per stream with idle included)\n",
                     ms, ms_t, ms_rss / 1024, (ms_rss - idle) / ms, ms_rss / ms
-            printf "agenthub fds: idle %d, max sampled %d (t=%ss: ~%d streams proxied = (fds - idle) / 2), after %d\n", ifd, maxfd, maxfd_t, (maxfd - ifd) / 2, afd
+            printf "agenthub fds: idle %d, max sampled %d (t=%ss: ~%d streams proxied = (fds - idle) / %d), after %d\n", ifd, maxfd, maxfd_t, (maxfd - ifd) / per, per, afd
             printf "RSS target (< 1 GiB at peak): %s\n", (hwm < 1048576 ? "PASS" : "FAIL")
         }' "$SAMPLES"
     awk -v a="$cpu0_ah" -v b="$cpu1_ah" -v c="$cpu0_mock" -v d="$cpu1_mock" -v x="$b0" -v y="$b1" -v w0="$W0" -v w1="$W1" -v hz="$(getconf CLK_TCK)" \
