@@ -78,6 +78,25 @@ int ah_cancel_store(ah_db_t *db, const char *run_id, const char *key_id, int64_t
     return rc;
 }
 
+int ah_cancel_parked_if_requested(ah_db_t *db, const char *run_id, int64_t now_ms, char *agent,
+                                  bool *ended)
+{
+    *ended = false;
+    int64_t asked = 0;
+    ah_db_val_t idv = ah_db_text(run_id);
+    int rc = ah_db_query_int(db,
+                             "SELECT COUNT(*) FROM runs WHERE id = ? AND cancel_requested_at IS "
+                             "NOT NULL",
+                             &idv, 1, &asked);
+    if (rc || asked == 0)
+        return rc;
+    rc = ah_queue_end_run(db, run_id, AH_RUN_CANCELLED, "cancelled", "cancelled by request", now_ms,
+                          agent);
+    if (rc == 0)
+        *ended = true;
+    return rc == -ESRCH ? 0 : rc;
+}
+
 /* ---- remember: the request of a run cancelled in memory here ---- */
 
 typedef struct remember_job {

@@ -15,6 +15,7 @@
 #ifndef AH_AGENTS_CANCELS_H
 #define AH_AGENTS_CANCELS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "agents/runtime.h"
@@ -35,6 +36,16 @@ typedef enum ah_cancel_outcome {
  */
 int ah_cancel_store(ah_db_t *db, const char *run_id, const char *key_id, int64_t now_ms,
                     char *agent, ah_cancel_outcome_t *out);
+
+/**
+ * For the owner that just parked run_id (requires_action, no owner; inside
+ * the same write job): a cancel requested while it was being parked ends it
+ * now (ah_queue_end_run: event, webhook, session) instead of when a decision
+ * resumes it. *ended tells; agent (>= 80 bytes) gets its agent then. 0 or
+ * -errno.
+ */
+int ah_cancel_parked_if_requested(ah_db_t *db, const char *run_id, int64_t now_ms, char *agent,
+                                  bool *ended);
 
 /**
  * Stores the request for a run this replica is cancelling in memory, so that

@@ -299,9 +299,11 @@ typedef struct persist_job {
     char *session_messages; /* in: what the run adds to the session (completed runs) */
     int session_rc;
     char request_hash[65];
-    bool final;      /* the run's final state: enqueue its webhook in the same transaction */
-    bool park;       /* requires_action: give up the lease until park_until (or a decision) */
-    bool after_park; /* the run was parked by this process: a row still without owner is ours */
+    bool final;          /* the run's final state: enqueue its webhook in the same transaction */
+    bool park;           /* requires_action: give up the lease until park_until (or a decision) */
+    bool park_cancelled; /* set by the job: a cancel requested meanwhile ended the parked run */
+    char park_agent[80]; /* its agent, for agenthub_runs_total */
+    bool after_park;     /* the run was parked by this process: a row still without owner is ours */
     int64_t park_until;
     ah_run_t *run;
     void (*next)(ah_run_t *); /* the step that waits for this write (NULL: none) */
@@ -364,6 +366,11 @@ static int persist_work(ah_db_t *db, void *arg)
             rc = ah_db_query(
                 db, "UPDATE runs SET lease_owner = NULL, lease_expires_at = ? WHERE id = ?", v, 2,
                 NULL, NULL);
+            /* A cancel asked while the run was being parked (cancels.c) ends it now. */
+            j->park_cancelled = false;
+            if (rc == 0)
+                rc = ah_cancel_parked_if_requested(db, j->rec.id, now, j->park_agent,
+                                                   &j->park_cancelled);
         }
     }
     ah_db_defer_writes(db, false);
@@ -415,6 +422,10 @@ static void persist_done(int rc, void *arg)
     bool inserted = j->insert, enqueued = j->enqueued;
     if (rc == 0 && j->park)
         r->parked = true;
+    if (rc == 0 && j->park_cancelled) {
+        ah_runtime_count_final(r->rt, j->park_agent, AH_RUN_CANCELLED);
+        ah_runtime_kick_webhooks(r->rt);
+    }
     int session_rc = j->session_rc;
     bool acquired = j->acquire && session_rc == 0 && !enqueued;
     if (acquired) {

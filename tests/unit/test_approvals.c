@@ -428,6 +428,27 @@ static ah_cancel_outcome_t cancel(fixture_t *f, const char *id, const char *key_
     return c.out;
 }
 
+/* The owner's park write (runtime.c persist_work): no owner, then a pending cancel ends it. */
+static int park_work(ah_db_t *db, void *arg)
+{
+    cancel_arg_t *c = arg;
+    ah_db_val_t v = ah_db_text(c->id);
+    int rc = ah_db_query(db, "UPDATE runs SET lease_owner = NULL WHERE id = ?", &v, 1, NULL, NULL);
+    char agent[80];
+    bool ended = false;
+    if (rc == 0)
+        rc = ah_cancel_parked_if_requested(db, c->id, c->now, agent, &ended);
+    c->out = ended ? AH_CANCEL_ENDED : AH_CANCEL_UNKNOWN;
+    return rc;
+}
+
+static bool park_write(fixture_t *f, const char *id)
+{
+    cancel_arg_t c = {id, NULL, NOW, AH_CANCEL_UNKNOWN};
+    assert_int_equal(ah_store_call(f->store, AH_STORE_WRITE, park_work, &c), 0);
+    return c.out == AH_CANCEL_ENDED;
+}
+
 static void test_cancel_from_any_replica(void **state)
 {
     fixture_t *f = *state;
@@ -453,9 +474,28 @@ static void test_cancel_from_any_replica(void **state)
                                "run_r"),
                      1);
     assert_int_equal(query_int(f, "SELECT COUNT(*) FROM run_events WHERE run_id = ?", "run_r"), 0);
-    /* Being parked by its owner (requires_action, still owned): requested too. */
+    /* Being parked by its owner (requires_action, still owned): requested too, and the
+     * owner's park write then ends it rather than leave it waiting for a decision. */
     add_run(f, "run_p", AH_RUN_REQUIRES_ACTION, "node_b", NOW + 30000, NULL);
     assert_int_equal(cancel(f, "run_p", NULL, NOW), AH_CANCEL_REQUESTED);
+    assert_true(park_write(f, "run_p"));
+    assert_int_equal(query_int(f,
+                               "SELECT COUNT(*) FROM runs WHERE id = ? AND status = 'cancelled' "
+                               "AND lease_owner IS NULL",
+                               "run_p"),
+                     1);
+    assert_int_equal(query_int(f,
+                               "SELECT COUNT(*) FROM run_events WHERE run_id = ? AND type = "
+                               "'run.cancelled'",
+                               "run_p"),
+                     1);
+    add_run(f, "run_p2", AH_RUN_REQUIRES_ACTION, "node_b", NOW + 30000, NULL);
+    assert_false(park_write(f, "run_p2")); /* nobody asked: it waits for its decision */
+    assert_int_equal(query_int(f,
+                               "SELECT COUNT(*) FROM runs WHERE id = ? AND status = "
+                               "'requires_action'",
+                               "run_p2"),
+                     1);
 
     /* Over, not visible, or unknown: nothing is written. */
     add_run(f, "run_c", AH_RUN_COMPLETED, NULL, 0, NULL);
