@@ -868,18 +868,24 @@ static void *ka_main(void *arg)
     return NULL;
 }
 
+/* Listens on a free loopback port and runs ka_main on its own thread. */
+static void ka_start(ka_srv_t *s)
+{
+    s->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof(a);
+    assert_int_equal(bind(s->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(s->lfd, 4), 0);
+    getsockname(s->lfd, (struct sockaddr *)&a, &l);
+    s->port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&s->th, NULL, ka_main, s), 0);
+}
+
 static void test_pooled_connection_closed_while_idle(void **st)
 {
     fixture_t *f = *st;
     ka_srv_t s = {.conns = 2, .linger_ms = 50};
-    s.lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof(a);
-    assert_int_equal(bind(s.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(s.lfd, 4), 0);
-    getsockname(s.lfd, (struct sockaddr *)&a, &l);
-    s.port = ntohs(a.sin_port);
-    assert_int_equal(pthread_create(&s.th, NULL, ka_main, &s), 0);
+    ka_start(&s);
     char url[64];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/x", s.port);
     ah_http_client_stats_t before, idle, after;
@@ -1496,14 +1502,7 @@ static void test_stale_pooled_connection_retried(void **st)
 {
     fixture_t *f = *st;
     ka_srv_t s = {.conns = 3, .linger_ms = 0};
-    s.lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof(a);
-    assert_int_equal(bind(s.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(s.lfd, 4), 0);
-    getsockname(s.lfd, (struct sockaddr *)&a, &l);
-    s.port = ntohs(a.sin_port);
-    assert_int_equal(pthread_create(&s.th, NULL, ka_main, &s), 0);
+    ka_start(&s);
     chain_t sx = {.cl = f->cl, .left = 3, .expect = "ok"};
     rec_init(&sx.r, f->loop, f->cl);
     snprintf(sx.url, sizeof(sx.url), "http://127.0.0.1:%d/x", s.port);
