@@ -37,6 +37,7 @@
 #include "store/runs_idem.h"
 #include "store/store.h"
 #include "store/usage.h"
+#include "testutil.h"
 
 typedef struct suite_backend {
     const char *name;                       /* ah_db_backend_name of its connections */
@@ -1642,18 +1643,7 @@ static void suite_test_agents(void **state)
 
 static ah_run_rec_t suite_run(const char *id, const char *status, int64_t at)
 {
-    ah_run_rec_t r;
-    memset(&r, 0, sizeof(r));
-    snprintf(r.id, sizeof(r.id), "%s", id);
-    snprintf(r.agent, sizeof(r.agent), "support");
-    snprintf(r.status, sizeof(r.status), "%s", status);
-    snprintf(r.mode, sizeof(r.mode), "async");
-    snprintf(r.key_id, sizeof(r.key_id), "key_a");
-    r.agent_version = 1;
-    r.input = (char *)"\"hello\"";
-    r.created_at = at;
-    r.updated_at = at;
-    return r;
+    return ah_test_run(id, status, "key_a", at);
 }
 
 typedef struct {

@@ -69,16 +69,7 @@ static void add_run_in(fixture_t *f, const char *id, const char *status, const c
                        double session_ttl_s)
 {
     insert_arg_t a = {.session_ttl_s = session_ttl_s};
-    ah_run_rec_t r;
-    memset(&r, 0, sizeof(r));
-    snprintf(r.id, sizeof(r.id), "%s", id);
-    snprintf(r.agent, sizeof(r.agent), "support");
-    snprintf(r.status, sizeof(r.status), "%s", status);
-    snprintf(r.mode, sizeof(r.mode), "async");
-    snprintf(r.key_id, sizeof(r.key_id), "key_a");
-    r.agent_version = 1;
-    r.input = (char *)"\"hello\"";
-    r.created_at = r.updated_at = NOW - 1000;
+    ah_run_rec_t r = ah_test_run(id, status, "key_a", NOW - 1000);
     r.lease_owner = (char *)owner;
     r.lease_expires_at = lease_until;
     r.webhook_url = (char *)webhook;

@@ -135,17 +135,9 @@ static int append_work(ah_db_t *db, void *arg)
 
 static ah_run_rec_t make_run(const char *id, const char *key, const char *status, int64_t at)
 {
-    ah_run_rec_t r;
-    memset(&r, 0, sizeof(r));
-    snprintf(r.id, sizeof(r.id), "%s", id);
-    snprintf(r.agent, sizeof(r.agent), "support");
-    snprintf(r.status, sizeof(r.status), "%s", status);
-    snprintf(r.mode, sizeof(r.mode), "async");
-    snprintf(r.key_id, sizeof(r.key_id), "%s", key);
+    ah_run_rec_t r = ah_test_run(id, status, key, at);
     r.agent_version = 2;
     r.input = (char *)"[{\"role\":\"user\",\"content\":\"hi\"}]";
-    r.created_at = at;
-    r.updated_at = at;
     return r;
 }
 

@@ -198,18 +198,10 @@ static int release(fixture_t *f, const char *id, const char *run_id, const char 
 static void insert_run(fixture_t *f, const char *id, const char *key_id, const char *session,
                        const char *status, int64_t at, const char *idem)
 {
-    ah_run_rec_t r;
-    memset(&r, 0, sizeof(r));
-    snprintf(r.id, sizeof(r.id), "%s", id);
-    snprintf(r.agent, sizeof(r.agent), "support");
-    snprintf(r.status, sizeof(r.status), "%s", status);
-    snprintf(r.mode, sizeof(r.mode), "async");
-    snprintf(r.key_id, sizeof(r.key_id), "%s", key_id);
-    r.agent_version = 1;
+    ah_run_rec_t r = ah_test_run(id, status, key_id, at);
     r.input = (char *)"\"hi\"";
     r.session_id = (char *)session;
     r.idempotency_key = (char *)idem;
-    r.created_at = r.updated_at = at;
     job_t j = {.op = OP_INSERT_RUN, .run = &r};
     assert_int_equal(call(f, &j), 0);
 }

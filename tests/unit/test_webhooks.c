@@ -135,16 +135,9 @@ static void test_backoff_and_helpers(void **state)
 
 static ah_run_rec_t make_run(const char *id, const char *status)
 {
-    ah_run_rec_t r;
-    memset(&r, 0, sizeof(r));
-    snprintf(r.id, sizeof(r.id), "%s", id);
-    snprintf(r.agent, sizeof(r.agent), "support");
-    snprintf(r.status, sizeof(r.status), "%s", status);
-    snprintf(r.mode, sizeof(r.mode), "async");
+    ah_run_rec_t r = ah_test_run(id, status, "", 1000);
     r.agent_version = 3;
-    r.input = (char *)"\"hello\"";
     r.output = (char *)"hi there";
-    r.created_at = r.updated_at = 1000;
     r.finished_at = 2000;
     return r;
 }

@@ -1,7 +1,7 @@
 /*
  * testutil.h - helpers shared by the unit tests: a real SQLite store with
  * migrations applied in a fresh temporary directory, removed afterwards, and
- * a sleep for polling loops.
+ * a sleep for polling loops, and a run record to store.
  *
  * Header-only (static inline): every tests/unit/test_*.c is its own
  * executable linked against ahcore only, so there is no test library to put
@@ -21,6 +21,7 @@
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/config.h"
+#include "store/runs.h"
 #include "store/store.h"
 
 /*
@@ -33,6 +34,27 @@ typedef struct ah_test_store {
     ah_config_t cfg;
     ah_store_t *store;
 } ah_test_store_t;
+
+/**
+ * A run record with what every test run shares (agent "support", version 1,
+ * mode async, input "hello"): id, status, key_id ("" for none) and created_at
+ * = updated_at = at. Callers set what their test is about on the copy.
+ */
+static inline ah_run_rec_t ah_test_run(const char *id, const char *status, const char *key_id,
+                                       int64_t at)
+{
+    ah_run_rec_t r;
+    memset(&r, 0, sizeof(r));
+    snprintf(r.id, sizeof(r.id), "%s", id);
+    snprintf(r.agent, sizeof(r.agent), "support");
+    snprintf(r.status, sizeof(r.status), "%s", status);
+    snprintf(r.mode, sizeof(r.mode), "async");
+    snprintf(r.key_id, sizeof(r.key_id), "%s", key_id);
+    r.agent_version = 1;
+    r.input = (char *)"\"hello\"";
+    r.created_at = r.updated_at = at;
+    return r;
+}
 
 /** Sleeps ms milliseconds (for polling loops; never as the thing a test waits for). */
 static inline void ah_test_sleep_ms(int ms)
