@@ -141,7 +141,7 @@ static atomic_bool g_polling;
 typedef struct poll_job {
     ah_runtime_t *rt;
     char owner[48];
-    char (*ids)[48];
+    char ids[POLL_MAX][48];
     size_t n;
 } poll_job_t;
 
@@ -178,7 +178,6 @@ static void poll_done(int rc, void *arg)
                    AH_LF_STR("run_id", j->ids[i]), AH_LF_END);
     }
     atomic_store(&g_polling, false);
-    free(j->ids);
     free(j);
 }
 
@@ -195,18 +194,12 @@ void ah_cancels_poll(ah_runtime_t *rt, ah_loop_t *loop)
     if (!atomic_compare_exchange_strong(&g_polling, &idle, true))
         return; /* the last poll has not come back: the store is slow, do not pile up */
     poll_job_t *j = calloc(1, sizeof(*j));
-    if (j)
-        j->ids = calloc(POLL_MAX, 48);
-    if (!j || !j->ids) {
-        if (j)
-            free(j);
-        atomic_store(&g_polling, false);
-        return;
+    if (j) {
+        j->rt = rt;
+        snprintf(j->owner, sizeof(j->owner), "%s", ah_runtime_node(rt));
     }
-    j->rt = rt;
-    snprintf(j->owner, sizeof(j->owner), "%s", ah_runtime_node(rt));
-    if (ah_store_submit(ah_runtime_store(rt), AH_STORE_READ, poll_work, poll_done, loop, j) != 0) {
-        free(j->ids);
+    if (!j ||
+        ah_store_submit(ah_runtime_store(rt), AH_STORE_READ, poll_work, poll_done, loop, j) != 0) {
         free(j);
         atomic_store(&g_polling, false);
     }

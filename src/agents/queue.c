@@ -316,8 +316,7 @@ static void claim_done(int rc, void *arg)
         ah_log(AH_LOG_WARN, "queue", "queued runs expired", AH_LF_INT("count", j->expired),
                AH_LF_END);
         for (int64_t i = 0; i < j->expired; i++)
-            ah_runtime_count_final(qw->rt, j->expired_agents[i], AH_RUN_EXPIRED);
-        ah_runtime_kick_webhooks(qw->rt);
+            ah_runtime_ended_in_store(qw->rt, j->expired_agents[i], AH_RUN_EXPIRED);
     }
     free(j->expired_agents);
     for (size_t i = 0; i < j->n; i++) {

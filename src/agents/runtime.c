@@ -423,8 +423,7 @@ static void persist_done(int rc, void *arg)
     if (rc == 0 && j->park)
         r->parked = true;
     if (rc == 0 && j->park_cancelled) {
-        ah_runtime_count_final(r->rt, j->park_agent, AH_RUN_CANCELLED);
-        ah_runtime_kick_webhooks(r->rt);
+        ah_runtime_ended_in_store(r->rt, j->park_agent, AH_RUN_CANCELLED);
     }
     int session_rc = j->session_rc;
     bool acquired = j->acquire && session_rc == 0 && !enqueued;
@@ -1823,8 +1822,7 @@ static void cancel_stored_done(int rc, void *arg)
 {
     cancel_msg_t *m = arg;
     if (rc == 0 && m->ended) {
-        ah_runtime_count_final(m->rt, m->agent, AH_RUN_CANCELLED);
-        ah_runtime_kick_webhooks(m->rt);
+        ah_runtime_ended_in_store(m->rt, m->agent, AH_RUN_CANCELLED);
     } else if (rc != 0) {
         ah_log(AH_LOG_WARN, "runtime", "cannot cancel the run in the store",
                AH_LF_STR("run_id", m->id), AH_LF_INT("rc", rc), AH_LF_END);
@@ -1968,14 +1966,10 @@ int ah_runtime_metrics_init(ah_runtime_t *rt)
     return rt->m_runs && rt->m_tools ? 0 : -ENOMEM;
 }
 
-void ah_runtime_count_final(ah_runtime_t *rt, const char *agent, const char *status)
+void ah_runtime_ended_in_store(ah_runtime_t *rt, const char *agent, const char *status)
 {
     if (rt->m_runs)
         ah_counter_inc(ah_metrics_series(rt->m_runs, agent, status));
-}
-
-void ah_runtime_kick_webhooks(ah_runtime_t *rt)
-{
     if (rt->d.webhooks)
         ah_webhooks_kick(rt->d.webhooks);
 }

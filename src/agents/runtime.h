@@ -131,13 +131,11 @@ ah_store_t *ah_runtime_store(const ah_runtime_t *rt);
 const ah_config_t *ah_runtime_config(const ah_runtime_t *rt);
 
 /**
- * Counts a run that ended in the store without executing here (queue expiry,
- * cancel of a queued or parked run) in agenthub_runs_total. Any thread.
+ * A run ended in the store without executing here (queue expiry, cancel of a
+ * queued or parked run): counts it in agenthub_runs_total and wakes the
+ * webhook deliverer for the delivery its end enqueued. Any thread.
  */
-void ah_runtime_count_final(ah_runtime_t *rt, const char *agent, const char *status);
-
-/** Wakes the webhook deliverer (a job just enqueued deliveries). Any thread. */
-void ah_runtime_kick_webhooks(ah_runtime_t *rt);
+void ah_runtime_ended_in_store(ah_runtime_t *rt, const char *agent, const char *status);
 
 /*
  * Graceful shutdown (serve.c): ah_runtime_drain when the signal comes (the

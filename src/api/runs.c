@@ -433,8 +433,7 @@ static void cancel_done(int rc, void *arg)
     } else if (j->outcome == AH_CANCEL_UNKNOWN) {
         ah_http_reply_error(j->req, 404, NULL, "run_not_found", "id", "no such run");
     } else if (j->outcome == AH_CANCEL_ENDED) {
-        ah_runtime_count_final(j->app->runtime, j->agent, AH_RUN_CANCELLED);
-        ah_runtime_kick_webhooks(j->app->runtime);
+        ah_runtime_ended_in_store(j->app->runtime, j->agent, AH_RUN_CANCELLED);
         reply_cancel(j->req, j->id, "cancelled");
     } else if (j->outcome == AH_CANCEL_REQUESTED) {
         /* It may have started here meanwhile: no need to wait for the poll then. */
