@@ -736,26 +736,35 @@ export async function durableTests({ backend, storageUrl }) {
     assert.equal(again.status, 409, again.text);
     assert.equal(again.json.error.code, 'run_not_running');
 
-    // 2. The owner is frozen when the cancel is accepted, then killed: the hub that takes the
-    //    run over finds the stored request and cancels it instead of finishing it.
-    const r2 = await startRun(a, AGENT, { input: input('slow-cancel-2'), mode: 'async' });
-    assert.equal(r2.status, 202, r2.text);
-    const two = await ownerOf('slow-cancel-2');
-    two.hub.kill('SIGSTOP');
-    const c2 = await req(two.other, 'POST', `/v1/runs/${two.rid}/cancel`);
+    // 2. The owner dies before it reads an accepted cancel: hub C's queue timer (which also polls
+    //    for cancel requests and renews leases) ticks once a minute, so the request is still
+    //    unread when C is killed; its run's lease (5 s) then runs out, hub B takes the run over,
+    //    finds the stored request and cancels it instead of finishing it. (Freezing the owner
+    //    with SIGSTOP instead could freeze it holding SQLite's write lock.)
+    const c = await hubOn(store, 'C', { runs: { claim_interval_s: 60, lease_s: 5 } });
+    const streaming = startRun(c, AGENT, { input: input('slow-cancel-2'), mode: 'stream' }).then(
+      () => null,
+      () => null,
+    );
+    const call = await pollUntil(() => tools.byId('slow-cancel-2')[0], { timeoutMs: 10_000, intervalMs: 10, message: 'the run to call its tool' });
+    assert.equal(call.headers['x-hub'], 'C');
+    const rid = runOfKey(call.key);
+    const c2 = await req(b, 'POST', `/v1/runs/${rid}/cancel`);
     assert.equal(c2.status, 202, c2.text);
     assert.equal(c2.json.status, 'cancelling');
-    assert.equal((await getRun(two.other, two.rid)).status, 'running', 'nobody acted on it yet');
-    two.hub.kill('SIGKILL');
-    await two.hub.waitExit();
-    const run2 = await waitRun(two.other, two.rid, { timeoutMs: 15_000 });
+    assert.equal((await getRun(b, rid)).status, 'running', 'nobody acted on it yet');
+    c.kill('SIGKILL');
+    await c.waitExit();
+    await streaming;
+    const run2 = await waitRun(b, rid, { timeoutMs: 15_000 });
     assert.equal(run2.status, 'cancelled', JSON.stringify(run2));
-    const ev2 = await runEvents(two.other, two.rid);
+    const ev2 = await runEvents(b, rid);
     assert.equal(count(ev2, 'run.cancelled'), 1);
     assert.equal(count(ev2, 'run.completed'), 0);
     const st = toolStats('slow-cancel-2');
     assert.equal(st.keys.length, 1, `a re-sent call keeps its Idempotency-Key: ${JSON.stringify(st.keys)}`);
-    await two.other.stop();
+    await a.stop();
+    await b.stop();
   });
 
   test('SIGTERM: a hub hands its runs back and the other resumes them at once; each completes once', { timeout: 60_000 }, async () => {
