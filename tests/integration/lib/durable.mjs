@@ -340,7 +340,13 @@ export async function durableTests({ backend, storageUrl }) {
     };
     console.log(`# durable (${backend}) takeover report ` + JSON.stringify(report));
     assert.deepEqual(problems, [], 'per-run problems');
-    assert.ok(onA.length > 0, 'some runs were mid-way on hub A when it was killed (the test proves nothing otherwise)');
+    // Some runs were mid-way on hub A when it died: a tool call of A's not finished by the kill,
+    // or a run another hub resumed (only A's runs can be resumed here). With fast stores A may
+    // be between a model turn and its tool call for every run it holds at the kill.
+    assert.ok(
+      onA.length > 0 || resumedCount > 0,
+      'some runs were mid-way on hub A when it was killed (the test proves nothing otherwise)',
+    );
     assert.ok(resumedCount > 0, 'hub B resumed runs');
     for (const ev of evs.values())
       for (const r of ev.filter((x) => x.type === 'run.resumed'))
